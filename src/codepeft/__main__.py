@@ -1,0 +1,3 @@
+from codepeft.cli import main
+
+main()

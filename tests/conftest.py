@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny import save_tiny
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared real data sets (``../shared/data`` or ``$CODEPEFT_DATA_DIR``)."""
+    path = Path(os.environ.get("CODEPEFT_DATA_DIR") or REPO.parent / "shared" / "data")
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path}: set CODEPEFT_DATA_DIR")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets a private CODEPEFT_HOME unless it uses the real model cache."""
+    if "CODEPEFT_TEST_REAL_HOME" not in os.environ:
+        monkeypatch.setenv("CODEPEFT_HOME", str(tmp_path_factory.getbasetemp() / "codepeft-home"))
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama with a chat-template tokenizer, saved as a local model directory."""
+    return save_tiny(tmp_path_factory.mktemp("tiny-causal"), "causal", chat=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama without a chat template (instruction-style prompts)."""
+    return save_tiny(tmp_path_factory.mktemp("tiny-base"), "causal", chat=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq_dir(tmp_path_factory) -> Path:
+    """A tiny random T5 saved as a local model directory."""
+    return save_tiny(tmp_path_factory.mktemp("tiny-t5"), "seq2seq", chat=False)
+
+
+@pytest.fixture(scope="session")
+def real_home() -> Path:
+    """A persistent CODEPEFT_HOME for slow tests so the converted smollm2 is reused across runs."""
+    path = Path(os.environ.get("CODEPEFT_SLOW_HOME") or REPO / ".venv" / "codepeft-home")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
