@@ -65,7 +65,8 @@ def _load_builtin_methods() -> None:
     """Import the modules that register the built-in methods (kept lazy: they import torch/peft)."""
     import importlib
 
-    for module in ("codepeft.methods.prompting", "codepeft.methods.finetuning"):
+    for module in ("codepeft.methods.prompting", "codepeft.methods.icl", "codepeft.methods.rag",
+                   "codepeft.methods.finetuning"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:
