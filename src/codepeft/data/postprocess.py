@@ -13,10 +13,17 @@ _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+\-]*)[ \t]*\n?(.*?)(?:```|\Z)", re.D
 
 
 def extract_code(text: str) -> str:
-    """The first fenced code block if the text has one (closed or not), else the text itself."""
+    """The first fenced code block if the text has one (closed or not), else the text itself.
+
+    A lone fence without a language tag after some code (``x = 1\n```\nprose``) closes a block
+    the model never opened (instruction-style answers are unfenced): the code is what precedes it.
+    """
     match = _FENCE.search(text)
     if match is None:
         return text.strip("\n").rstrip()
+    before = text[: match.start()]
+    if before.strip() and not match.group(1) and text.count("```") == 1:
+        return before.strip("\n").rstrip()
     return match.group(2).strip("\n").rstrip()
 
 

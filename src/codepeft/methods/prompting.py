@@ -37,6 +37,19 @@ class ZeroShot(PromptMethod):
         return [[] for _ in queries]
 
 
+class Demonstrations(list):
+    """One query's demonstrations in prompt order, remembering which end is least relevant.
+
+    ``select`` returns these; ``build_prompts`` drops from the least relevant end. With
+    ``most_relevant_last=False`` (RAG's ``nearest_last=False``) the most relevant example comes
+    first, so the budget drops from the end instead. A plain list means least relevant first.
+    """
+
+    def __init__(self, items=(), *, most_relevant_last: bool = True) -> None:
+        super().__init__(items)
+        self.most_relevant_last = most_relevant_last
+
+
 @dataclass
 class BuiltPrompt:
     text: str
@@ -53,15 +66,21 @@ def build_prompts(
     style: PromptStyle,
     max_prompt_tokens: int | None,
 ) -> list[BuiltPrompt]:
-    """Format every query with its demonstrations, within ``max_prompt_tokens`` when given."""
+    """Format every query with its demonstrations, within ``max_prompt_tokens`` when given.
+
+    Demonstrations that overflow the budget are dropped one at a time from the least relevant end
+    (the start, or the end of a ``Demonstrations(most_relevant_last=False)``); the prompt without
+    any demonstration is kept even when it alone exceeds the budget.
+    """
     built: list[BuiltPrompt] = []
     for query, demos in zip(queries, demonstrations, strict=True):
         kept = list(demos)
+        least_relevant = 0 if getattr(demos, "most_relevant_last", True) else -1
         while True:
             text = build_prompt(task, query, tokenizer, style, kept)
             tokens = len(tokenizer(text, add_special_tokens=style != "chat")["input_ids"])
             if max_prompt_tokens is None or tokens <= max_prompt_tokens or not kept:
                 break
-            kept.pop(0)  # least relevant first
+            kept.pop(least_relevant)
         built.append(BuiltPrompt(text, [d.id for d in kept], len(demos) - len(kept), tokens))
     return built

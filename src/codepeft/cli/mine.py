@@ -1,0 +1,76 @@
+"""``codepeft mine``: turn a Python codebase into an instruction data set (see docs/mining.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from codepeft.cli.app import app, console
+from codepeft.errors import CodepeftError
+from codepeft.mining.pipeline import MineSettings, MiningSummary, mine, summary_path, write_dataset
+from codepeft.mining.split import parse_fractions
+
+
+def summary_table(summary: MiningSummary) -> Table:
+    table = Table(title=f"mined {summary.target} ({summary.kind})", show_header=True)
+    table.add_column("step")
+    table.add_column("count", justify="right")
+    table.add_row("files found", str(summary.files_found))
+    table.add_row("files read", str(summary.files_read))
+    for reason, count in sorted(summary.files_skipped.items()):
+        table.add_row(f"  files skipped: {reason.replace('_', ' ')}", str(count))
+    table.add_row("functions found", str(summary.functions_found))
+    for reason, count in summary.dropped.items():
+        table.add_row(f"  dropped: {reason.replace('_', ' ')}", str(count))
+    table.add_row("  exact duplicates", str(summary.exact_duplicates))
+    table.add_row("  near duplicates", str(summary.near_duplicates))
+    table.add_row("kept", str(summary.kept), style="bold")
+    table.add_row("  with doctests", str(summary.with_doctests))
+    for name, count in summary.splits.items():
+        table.add_row(f"  {name}", f"{count} ({summary.split_files.get(name, 0)} files)")
+    table.add_row("seconds", f"{summary.seconds:.2f}")
+    return table
+
+
+@app.command("mine")
+def mine_command(
+    target: str = typer.Argument(..., help="a folder, .py file, git checkout (tracked files), installed module "
+                                           "(e.g. json) or 'stdlib'"),
+    output: Path = typer.Option(..., "-o", "--output", help="JSONL file to write (summary goes to *.summary.json)"),
+    seed: int = typer.Option(0, help="seed of the split by file"),
+    min_lines: int = typer.Option(2, help="minimum non-blank body lines"),
+    max_lines: int = typer.Option(60, help="maximum non-blank body lines"),
+    near_dup_threshold: float = typer.Option(0.9, help="token 3-gram Jaccard for near duplicates (>1 disables)"),
+    split: str = typer.Option("0.8,0.1,0.1", help="train,validation,test fractions (of functions, whole files)"),
+    include_tests: bool = typer.Option(False, "--include-tests", help="keep test files and test_* functions"),
+    include_private: bool = typer.Option(False, "--include-private", help="keep _private functions and modules"),
+    workers: int = typer.Option(2, help="processes parsing files"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing output file"),
+) -> None:
+    """Mine documented functions of Python sources into train/validation/test examples (never imports them)."""
+    if output.exists() and not force:
+        raise CodepeftError(f"{output} already exists: pass --force to overwrite it or choose another -o path")
+    try:
+        settings = MineSettings(seed=seed, min_lines=min_lines, max_lines=max_lines,
+                                near_dup_threshold=near_dup_threshold, split=parse_fractions(split),
+                                include_tests=include_tests, include_private=include_private, workers=workers)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = str(first["loc"][0]).replace("_", "-") if first["loc"] else "option"
+        raise CodepeftError(f"--{name}: {first['msg']}; see `codepeft mine --help`") from err
+    records, summary = mine(target, settings)
+    for skipped in summary.skipped_files[:10]:
+        console.print(f"[yellow]skipped[/] {skipped['file']}: {skipped['reason'].replace('_', ' ')} "
+                      f"({skipped['detail']})", highlight=False, soft_wrap=True)
+    if len(summary.skipped_files) > 10:
+        console.print(f"[yellow]skipped[/] {len(summary.skipped_files) - 10} more files (see the summary file)")
+    console.print(summary_table(summary))
+    if not records:
+        raise CodepeftError(f"no examples kept from {target!r}: every function was dropped (see the table); "
+                            "try --min-lines 1, --include-private or --include-tests")
+    write_dataset(records, summary, output, force=force)
+    console.print(f"wrote {len(records)} examples to {output} and the summary to {summary_path(output)}",
+                  highlight=False, soft_wrap=True)

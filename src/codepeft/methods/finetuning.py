@@ -1,0 +1,269 @@
+"""Train methods: LoRA, DoRA, IA3, prompt tuning, prefix tuning, QLoRA (4-bit, 8-bit) and full fine-tuning.
+
+Each registers a ``TrainMethod`` with a pydantic ``Params`` holding the reference study's defaults
+(LoRA r=16, alpha=32, dropout 0.05; 20 virtual tokens for prompt tuning, 10 for prefix tuning;
+learning rates LoRA 3e-4, IA3 3e-3, prompt tuning 3e-3, prefix tuning 3e-2, full 5e-5). A method
+knows how to wrap a loaded model for training (``wrap``) through ``peft``; target modules come from
+the model's own linear layers (``codepeft.models.find_target_modules``), so any causal or seq2seq
+transformers model works.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from codepeft.errors import CodepeftError
+from codepeft.methods.base import Method, MethodParams, register_method
+
+TargetRole = Literal["attention", "mlp", "all-linear"]
+
+
+class TrainParams(MethodParams):
+    """Hyperparameters every train method has."""
+
+    lr: float = Field(3e-4, gt=0, description="peak learning rate (linear warmup, then linear decay)")
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of the steps spent warming up")
+
+
+class LoraParams(TrainParams):
+    r: int = Field(16, gt=0, description="rank of the update matrices")
+    alpha: float = Field(32, gt=0, description="scaling numerator (update scaled by alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    targets: TargetRole | list[str] = Field(
+        "all-linear", description="attention | mlp | all-linear, or a list of module names"
+    )
+
+
+class IA3Params(TrainParams):
+    lr: float = Field(3e-3, gt=0)
+    targets: TargetRole | list[str] = Field(
+        "attention+feedforward", description="the IA3 paper's keys, values and feed-forward output, or module names"
+    )
+
+
+class PromptTuningParams(TrainParams):
+    lr: float = Field(3e-3, gt=0)
+    num_virtual_tokens: int = Field(20, gt=0)
+    init_text: str | None = Field(
+        "Generate Python code for the following request.",
+        description="text the virtual tokens start from (None: random initialisation)",
+    )
+
+
+class PrefixTuningParams(TrainParams):
+    lr: float = Field(3e-2, gt=0)
+    num_virtual_tokens: int = Field(10, gt=0)
+    projection: bool = Field(False, description="reparametrise the prefix through an MLP (prefix_projection)")
+
+
+class FullParams(TrainParams):
+    lr: float = Field(5e-5, gt=0)
+
+
+class TrainMethod(Method):
+    """A method that trains weights. ``wrap`` turns a loaded base model into the model to train."""
+
+    kind: ClassVar[Literal["prompt", "train"]] = "train"
+    #: passed to ``load_model`` (QLoRA loads the base quantised)
+    quantization: ClassVar[Literal["4bit", "8bit"] | None] = None
+    #: virtual tokens are prepended per sequence, so several sequences cannot share one packed row
+    packs: ClassVar[bool] = True
+    #: the learned update can be folded into the base weights
+    mergeable: ClassVar[bool] = True
+
+    def check_supported(self, loaded: Any) -> None:
+        """Raise a one-line error when this method cannot train ``loaded`` (or cannot run here)."""
+
+    def peft_config(self, loaded: Any, params: Any) -> Any:
+        raise NotImplementedError
+
+    def wrap(self, loaded: Any, params: Any) -> Any:
+        """The trainable model: the base wrapped by peft (or the base itself for full fine-tuning)."""
+        from peft import get_peft_model
+
+        self.check_supported(loaded)
+        config = self.peft_config(loaded, params)
+        try:
+            return get_peft_model(loaded.model, config)
+        except (ValueError, TypeError, NotImplementedError) as err:
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise CodepeftError(
+                f"method {self.name!r} cannot be applied to {loaded.identity.get('architecture', 'this model')} "
+                f"({message}): choose another method or other targets"
+            ) from None
+
+
+def task_type(loaded: Any) -> str:
+    return "SEQ_2_SEQ_LM" if loaded.kind == "seq2seq" else "CAUSAL_LM"
+
+
+def resolve_targets(loaded: Any, targets: str | list[str]) -> list[str]:
+    """Module names for a role (``attention``, ``mlp``, ``all-linear``) or an explicit list, checked."""
+    if isinstance(targets, list):
+        if not targets:
+            raise CodepeftError("targets is empty: name at least one module or use attention|mlp|all-linear")
+        names = {name.rsplit(".", 1)[-1] for name, _ in loaded.model.named_modules()}
+        missing = [t for t in targets if t not in names]
+        if missing:
+            raise CodepeftError(
+                f"target modules {missing} not found in {loaded.identity.get('architecture', 'the model')}: "
+                f"use attention|mlp|all-linear or existing module names"
+            )
+        return list(targets)
+    from codepeft.models import find_target_modules
+
+    found = find_target_modules(loaded.model)
+    role = {"attention": found.attention, "mlp": found.mlp, "all-linear": found.all_linear}.get(targets)
+    if role is None:
+        raise CodepeftError(f"unknown targets {targets!r}: use attention, mlp, all-linear or a list of module names")
+    if not role:
+        raise CodepeftError(
+            f"no {targets} linear layers found in {loaded.identity.get('architecture', 'the model')}: "
+            "pass target module names with --param targets=[...]"
+        )
+    return list(role)
+
+
+@register_method
+class Lora(TrainMethod):
+    name = "lora"
+    description = "Low-rank updates (B·A) added to the target linear layers (Hu et al., 2021)."
+    Params = LoraParams
+    use_dora: ClassVar[bool] = False
+
+    def peft_config(self, loaded, params):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            task_type=task_type(loaded), r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
+            target_modules=resolve_targets(loaded, params.targets), use_dora=self.use_dora, bias="none",
+        )
+
+
+@register_method
+class Dora(Lora):
+    name = "dora"
+    description = "Weight-decomposed LoRA: LoRA on the direction plus a learned magnitude per output."
+    use_dora = True
+
+
+class _QLora(Lora):
+    def check_supported(self, loaded):
+        from codepeft.training.hardware import bitsandbytes_problem
+
+        problem = bitsandbytes_problem()
+        if problem:
+            raise CodepeftError(f"method {self.name!r} cannot run on this machine: {problem}")
+
+    def wrap(self, loaded, params):
+        from peft import prepare_model_for_kbit_training
+
+        self.check_supported(loaded)
+        # Casts norms to fp32 and enables input grads; gradient checkpointing stays a setting of ours.
+        loaded.model = prepare_model_for_kbit_training(loaded.model, use_gradient_checkpointing=False)
+        return super().wrap(loaded, params)
+
+
+@register_method
+class QLora4bit(_QLora):
+    name = "qlora-4bit"
+    description = "LoRA on a base quantised to 4-bit NF4 with double quantization (bitsandbytes)."
+    quantization = "4bit"
+
+
+@register_method
+class QLora8bit(_QLora):
+    name = "qlora-8bit"
+    description = "LoRA on a base quantised to 8-bit (bitsandbytes LLM.int8)."
+    quantization = "8bit"
+
+
+@register_method
+class IA3(TrainMethod):
+    name = "ia3"
+    description = "Learned rescaling vectors on keys, values and the feed-forward input (Liu et al., 2022)."
+    Params = IA3Params
+
+    def peft_config(self, loaded, params):
+        from peft import IA3Config
+
+        from codepeft.models import find_target_modules
+
+        found = find_target_modules(loaded.model)
+        if params.targets == "attention+feedforward":
+            targets = list(found.ia3)
+        else:
+            targets = resolve_targets(loaded, params.targets)
+        feedforward = [t for t in targets if t in set(found.feedforward)]
+        if not targets:
+            raise CodepeftError(
+                f"no IA3 target layers found in {loaded.identity.get('architecture', 'the model')}: "
+                "pass module names with --param targets=[...]"
+            )
+        return IA3Config(task_type=task_type(loaded), target_modules=targets, feedforward_modules=feedforward)
+
+
+@register_method
+class PromptTuning(TrainMethod):
+    name = "prompt-tuning"
+    description = "Learned virtual token embeddings prepended to every input, initialised from a text."
+    Params = PromptTuningParams
+    packs = False
+    mergeable = False
+
+    def peft_config(self, loaded, params):
+        from peft import PromptTuningConfig, PromptTuningInit
+
+        if params.init_text:
+            # peft repeats/truncates the init text to num_virtual_tokens
+            return PromptTuningConfig(
+                task_type=task_type(loaded), num_virtual_tokens=params.num_virtual_tokens,
+                prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=params.init_text,
+                tokenizer_name_or_path=loaded.identity.get("path"),
+            )
+        return PromptTuningConfig(task_type=task_type(loaded), num_virtual_tokens=params.num_virtual_tokens)
+
+
+@register_method
+class PrefixTuning(TrainMethod):
+    name = "prefix-tuning"
+    description = "Learned key/value prefixes in every attention layer (Li & Liang, 2021)."
+    Params = PrefixTuningParams
+    packs = False
+    mergeable = False
+
+    def peft_config(self, loaded, params):
+        from peft import PrefixTuningConfig
+
+        return PrefixTuningConfig(
+            task_type=task_type(loaded), num_virtual_tokens=params.num_virtual_tokens,
+            prefix_projection=params.projection,
+        )
+
+
+@register_method
+class Full(TrainMethod):
+    name = "full"
+    description = "Every weight of the model is trained (the costly upper reference)."
+    Params = FullParams
+    mergeable = False
+
+    def wrap(self, loaded, params):
+        import torch
+
+        for parameter in loaded.model.parameters():
+            parameter.requires_grad_(True)
+        # bf16 weights with AdamW lose small updates; train full models in fp32 under bf16 autocast.
+        if next(loaded.model.parameters()).dtype != torch.float32:
+            loaded.model = loaded.model.float()
+        return loaded.model
+
+
+def train_methods() -> dict[str, TrainMethod]:
+    """Every registered train method by name."""
+    from codepeft.methods.base import all_methods
+
+    return {name: m for name, m in all_methods().items() if m.kind == "train"}  # type: ignore[misc]

@@ -1,0 +1,100 @@
+"""``score_run``: read a run directory's ``generations.jsonl``, compute every metric, write ``metrics.json``.
+
+Scoring never needs the model, so a run can be rescored at any time. Similarity metrics use each
+example's first candidate; EM@k and pass@k use the first k candidates. Per-example results are kept
+under ``per_example`` so confidence intervals can be bootstrapped later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from codepeft.errors import CodepeftError
+from codepeft.generation.records import METRICS, read_generations, write_json
+from codepeft.metrics.exact_match import DEFAULT_KS, exact_match_at_k, exact_match_per_example
+from codepeft.metrics.passk import execute_candidates, pass_at_ks
+from codepeft.metrics.similarity import bleu_chrf, codebleu
+from codepeft.sandbox import choose_mode
+
+METRIC_NAMES = ("em", "codebleu", "bleu", "passk")
+
+
+def parse_metrics(spec: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"em,bleu"`` or a list -> checked names; ``None`` means every metric that applies."""
+    if spec is None:
+        return None
+    names = [n.strip().lower() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    unknown = [n for n in names if n not in METRIC_NAMES]
+    if unknown or not names:
+        raise CodepeftError(f"unknown metric {', '.join(unknown) or '(none)'}: choose from {','.join(METRIC_NAMES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def score_run(
+    run_dir: Path, *, metrics: str | Sequence[str] | None = None, ks: Sequence[int] = DEFAULT_KS,
+    workers: int | None = None, timeout: float = 10.0, force: bool = False,
+    on_progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Score a run directory and write ``metrics.json``; returns the metrics.
+
+    ``metrics=None`` computes every metric that applies (pass@k is skipped, with a note, when the
+    records have no tests); naming ``passk`` explicitly for a run without tests is an error.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CodepeftError(f"run directory {run_dir} not found: pass the directory `codepeft evaluate` wrote")
+    requested = parse_metrics(metrics)
+    if timeout <= 0:
+        raise CodepeftError(f"time-out {timeout} must be positive: pass --timeout SECONDS")
+    if (run_dir / METRICS).exists() and not force:
+        raise CodepeftError(f"{run_dir / METRICS} already exists: pass --force to rescore the run")
+    generations = read_generations(run_dir)
+    records = generations.records
+    chosen = requested or METRIC_NAMES
+    notes: list[str] = []
+    if generations.truncated:
+        notes.append(f"the last line of generations.jsonl was truncated (killed run): scored the {len(records)} "
+                     "complete records")
+    result: dict[str, Any] = {"n": len(records), "truncated": generations.truncated}
+    ids = [str(r["id"]) for r in records]
+    per_example: dict[str, Any] = {"id": ids}
+    candidates = [list(r.get("candidates") or []) for r in records]
+    references = [str(r.get("reference") or "") for r in records]
+    top1 = [c[0] if c else "" for c in candidates]
+
+    if "em" in chosen:
+        result.update(exact_match_at_k(candidates, references, ks))
+        per_example["em"] = exact_match_per_example(candidates, references)
+    if "codebleu" in chosen:
+        result.update(codebleu(top1, references))
+    if "bleu" in chosen:
+        result.update(bleu_chrf(top1, references))
+    if "passk" in chosen:
+        with_tests = [r for r in records if r.get("tests")]
+        if not with_tests:
+            if requested is not None:
+                raise CodepeftError(f"the records in {run_dir} have no tests, so pass@k cannot be computed: "
+                                    "score this data set with --metrics em,codebleu,bleu")
+            notes.append("pass@k skipped: the records have no tests")
+        else:
+            if len(with_tests) < len(records):
+                notes.append(f"pass@k over the {len(with_tests)} of {len(records)} records that have tests")
+            if on_start is not None:
+                on_start(sum(len(r["candidates"]) for r in with_tests))
+            outcomes = execute_candidates(with_tests, workers=workers, timeout=timeout, on_done=on_progress)
+            passed = [[o.passed for o in sample] for sample in outcomes]
+            result.update(pass_at_ks(passed, ks))
+            result["samples_per_problem"] = min(len(p) for p in passed)
+            result["timeout_s"] = timeout
+            result["sandbox"] = choose_mode()
+            by_id = dict(zip((str(r["id"]) for r in with_tests), outcomes, strict=True))
+            per_example["passed"] = [[o.passed for o in by_id[i]] if i in by_id else None for i in ids]
+            per_example["outcomes"] = [[o.to_dict() for o in by_id[i]] if i in by_id else None for i in ids]
+            sandbox_notices = sorted({n for sample in outcomes for o in sample for n in o.notices})
+            notes.extend(f"sandbox: {n}" for n in sandbox_notices)
+    result["notes"] = notes
+    result["per_example"] = per_example
+    write_json(run_dir / METRICS, result, overwrite=True)
+    return result

@@ -1,0 +1,186 @@
+"""What both reports show, computed once from a study directory: leaderboards, examples, provenance.
+
+A study's results are grouped into *panels*, one per (data set, model); each panel has a
+leaderboard (arms sorted best first by the data set's primary metric) whose cells are already
+formatted, so the HTML and Markdown reports print the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codepeft.generation.records import GENERATIONS, read_generations
+from codepeft.study.results import BASELINE_METHOD, Study, leaderboard, load_study_dir, write_results
+
+MAIN_METRICS = ("pass@1", "em@1", "codebleu", "bleu", "chrf")
+
+
+@dataclass
+class Panel:
+    dataset: str
+    model: str
+    primary: str
+    entries: list[dict[str, Any]]
+    metrics: list[str]
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset} · {self.model}"
+
+
+@dataclass
+class ReportData:
+    study: Study
+    summary: list[dict[str, Any]]
+    panels: list[Panel]
+    csv_path: Path
+    json_path: Path
+
+
+def number(value: Any, digits: int = 1) -> str:
+    if not isinstance(value, int | float) or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def params_text(entry: dict[str, Any]) -> str:
+    trainable, pct = entry["costs"].get("trainable_params"), entry["costs"].get("trainable_pct")
+    if not isinstance(trainable, int | float):
+        return "–"
+    if trainable == 0:
+        return "0"
+    scaled = f"{trainable / 1e6:.2f}M" if trainable >= 1e5 else f"{int(trainable):,}"
+    return f"{scaled} ({pct:.2f}%)" if isinstance(pct, int | float) else scaled
+
+
+def metric_text(result: dict[str, Any] | None) -> str:
+    from codepeft.report.plots import interval
+
+    if not result or not isinstance(result.get("mean"), int | float):
+        return "–"
+    low, high = interval(result)
+    if low is None or high is None:
+        return number(result["mean"])
+    return f"{number(result['mean'])} [{number(low)}, {number(high)}]"
+
+
+def versus_text(result: dict[str, Any] | None) -> str:
+    test = (result or {}).get("vs_zero_shot")
+    if not test or not isinstance(test.get("difference"), int | float) or math.isnan(test["difference"]):
+        return "–"
+    return f"{test['difference']:+.1f} (p={test['p_value']:.3g})"
+
+
+def build_panels(summary: list[dict[str, Any]]) -> list[Panel]:
+    panels: dict[tuple[str, str], Panel] = {}
+    for entry in leaderboard(summary):
+        key = (entry["dataset"], entry["model"])
+        if key not in panels:
+            panels[key] = Panel(entry["dataset"], entry["model"], entry.get("primary_metric") or "", [], [])
+        panels[key].entries.append(entry)
+    for panel in panels.values():
+        found = list(dict.fromkeys(m for e in panel.entries for m in e["metrics"]))
+        ordered = [m for m in MAIN_METRICS if m in found and m != panel.primary]
+        ordered += [m for m in found if m.startswith(("em@", "pass@")) and m not in ordered and m != panel.primary]
+        panel.metrics = [panel.primary, *ordered] if panel.primary in found else ordered
+        panel.columns = ["#", "arm", "method", *[f"{m} [95% CI]" if i == 0 else m for i, m in enumerate(panel.metrics)],
+                         f"Δ {panel.primary} vs zero-shot (p)", "trainable params", "peak mem (MiB)",
+                         "train (s)", "generate (s)", "prompt tokens/ex", "runs"]
+        for rank, entry in enumerate(panel.entries, start=1):
+            cells = [str(rank), entry["arm"], entry["method"]]
+            for i, metric in enumerate(panel.metrics):
+                result = entry["metrics"].get(metric)
+                cells.append(metric_text(result) if i == 0 else number((result or {}).get("mean")))
+            costs = entry["costs"]
+            runs = f"{entry['done']}/{entry['seeds']}" + (f", {entry['failed']} failed" if entry["failed"] else "")
+            cells += [
+                versus_text(entry["metrics"].get(panel.primary)) if entry["method"] != BASELINE_METHOD else "baseline",
+                params_text(entry), number(costs.get("peak_memory_mb"), 0), number(costs.get("train_seconds")),
+                number(costs.get("generation_seconds")), number(costs.get("prompt_tokens_mean"), 0), runs,
+            ]
+            panel.rows.append(cells)
+    return list(panels.values())
+
+
+def gather(study_dir: Path) -> ReportData:
+    """Read the study, write its results table, and lay out what the reports show."""
+    study = load_study_dir(study_dir)
+    csv_path, json_path, summary = write_results(study)
+    return ReportData(study, summary, build_panels(summary), csv_path, json_path)
+
+
+def training_logs(study: Study, dataset: str, model: str) -> dict[str, list[dict[str, Any]]]:
+    """Training log lines of every train run of a panel, by ``arm`` (``arm sN`` with several seeds)."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    entries = [e for e in study.index.get("runs", []) if e["dataset"] == dataset and e["model"] == model
+               and e["kind"] == "train"]
+    seeds = {e["seed"] for e in entries}
+    for entry in entries:
+        path = study.directory / entry["dir"] / "train" / "train_log.jsonl"
+        if not path.exists():
+            continue
+        lines = []
+        for raw in path.read_text().splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+        name = entry["arm"] if len(seeds) == 1 else f"{entry['arm']} s{entry['seed']}"
+        curves[name] = lines
+    return curves
+
+
+def examples(study: Study, dataset: str, model: str, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` test problems every finished arm answered, with each arm's first candidate."""
+    if count <= 0:
+        return []
+    by_arm: dict[str, dict[str, dict[str, Any]]] = {}
+    row_status = {r["run_id"]: r["status"] for r in study.rows}
+    for entry in study.index.get("runs", []):
+        if entry["dataset"] != dataset or entry["model"] != model or entry["arm"] in by_arm:
+            continue
+        if row_status.get(entry["run_id"]) != "done":
+            continue
+        try:
+            records = read_generations(study.directory / entry["dir"] / "eval" / GENERATIONS).records
+        except Exception:  # an unreadable run is simply left out of the examples
+            continue
+        scores = study.per_problem.get(entry["run_id"], {})
+        verdict = scores.get("pass@1") or scores.get("em@1") or {}
+        by_arm[entry["arm"]] = {
+            str(r["id"]): {"record": r, "ok": verdict.get(str(r["id"]))} for r in records
+        }
+    if not by_arm:
+        return []
+    arms = list(by_arm)
+    shared = [i for i in by_arm[arms[0]] if all(i in by_arm[a] for a in arms[1:])][:count]
+    out = []
+    for problem in shared:
+        first = by_arm[arms[0]][problem]["record"]
+        out.append({
+            "id": problem,
+            "intent": _intent(first),
+            "reference": str(first.get("reference") or ""),
+            "answers": [
+                {"arm": arm, "code": (by_arm[arm][problem]["record"].get("candidates") or [""])[0],
+                 "ok": by_arm[arm][problem]["ok"]}
+                for arm in arms
+            ],
+        })
+    return out
+
+
+def _intent(record: dict[str, Any]) -> str:
+    tests = record.get("tests") or {}
+    if isinstance(tests, dict) and tests.get("prompt"):
+        return str(tests["prompt"])
+    for key in ("intent", "instruction"):
+        if record.get(key):
+            return str(record[key])
+    return str(record.get("prompt") or "")[-1500:]

@@ -1,0 +1,52 @@
+"""``report.md``: the leaderboard of each (data set, model) as Markdown tables, for terminals and READMEs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codepeft.report.content import Panel, ReportData
+
+
+def _escape(cell: str) -> str:
+    return cell.replace("|", "\\|").replace("\n", " ")
+
+
+def panel_table(panel: Panel) -> str:
+    lines = ["| " + " | ".join(_escape(c) for c in panel.columns) + " |",
+             "|" + "|".join("---:" if i == 0 or i > 2 else "---" for i in range(len(panel.columns))) + "|"]
+    lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in panel.rows]
+    return "\n".join(lines)
+
+
+def render_markdown(data: ReportData) -> str:
+    study = data.study
+    parts = [f"# Study: {study.name}", ""]
+    if study.index.get("description"):
+        parts += [str(study.index["description"]), ""]
+    seeds = sorted({r["seed"] for r in study.rows})
+    parts += [
+        f"{len(study.rows)} runs ({sum(r['status'] == 'done' for r in study.rows)} done, "
+        f"{sum(r['status'] == 'failed' for r in study.rows)} failed), seeds {', '.join(map(str, seeds))}. "
+        "Metrics in percent; the first metric column is the data set's primary metric with its 95% interval "
+        "(over seeds when there are several, else a bootstrap over test problems); Δ vs zero-shot is a paired "
+        "permutation test on the same problems.",
+        "",
+    ]
+    for panel in data.panels:
+        parts += [f"## {panel.title}", "", panel_table(panel), ""]
+    failed = [r for r in study.rows if r["status"] == "failed"]
+    if failed:
+        parts += ["## Failed runs", ""]
+        parts += [f"- {r['model']} · {r['dataset']} · {r['arm']} · seed {r['seed']}: "
+                  f"{r.get('error') or 'unknown error'}" for r in failed]
+        parts.append("")
+    parts += [f"Full results: `{data.csv_path.name}`, `{data.json_path.name}`; plots and examples: `report.html`.", ""]
+    return "\n".join(parts)
+
+
+def write_markdown(data: ReportData) -> Path:
+    path = data.study.directory / "report.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(render_markdown(data), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,73 @@
+"""Lexical retrieval: BM25 over the intents, through ``bm25s`` (sparse, precomputed scores)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from codepeft.retrieval.cache import cached, index_dir, texts_checksum
+
+#: Robertson's BM25 with the usual k1/b: the variant ``rank_bm25.BM25Okapi`` implements, so the
+#: two rank the same way (see benchmarks/retrieval.py).
+BM25_METHOD = "robertson"
+K1 = 1.5
+B = 0.75
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+STOPWORDS = _stopwords()
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased alphanumeric words without English stop words (``snake_case`` splits into words)."""
+    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+
+
+class BM25Index:
+    """BM25 scores of queries against a fixed list of texts."""
+
+    name = "bm25"
+    model_key = f"{BM25_METHOD}-k{K1}-b{B}-words-stopen"
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.size = int(engine.scores["num_docs"])
+
+    @classmethod
+    def build(cls, texts: Sequence[str]) -> BM25Index:
+        import bm25s
+
+        engine = bm25s.BM25(k1=K1, b=B, method=BM25_METHOD)
+        # A document with no words still needs a row: an empty-token placeholder keeps indices aligned.
+        engine.index([tokenize(t) or [""] for t in texts], show_progress=False)
+        return cls(engine)
+
+    @classmethod
+    def open(cls, texts: Sequence[str]) -> BM25Index:
+        """The cached index of ``texts``, built on first use."""
+        import bm25s
+
+        directory = index_dir(cls.name, cls.model_key, texts_checksum(texts))
+        return cached(
+            directory,
+            build=lambda d: cls.build(texts).engine.save(str(d), show_progress=False),
+            load=lambda d: cls(bm25s.BM25.load(str(d), show_progress=False)),
+        )
+
+    def scores(self, queries: Sequence[str]) -> np.ndarray:
+        """``(len(queries), size)`` BM25 scores."""
+        vocab = self.engine.vocab_dict
+        out = np.zeros((len(queries), self.size), dtype=np.float32)
+        for row, query in enumerate(queries):
+            ids = [vocab[w] for w in tokenize(query) if w in vocab]
+            if ids:
+                out[row] = self.engine.get_scores_from_ids(ids)
+        return out

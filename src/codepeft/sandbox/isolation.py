@@ -1,0 +1,137 @@
+"""How a sandboxed program is started: resource limits, namespaces when the OS allows them, or a fallback.
+
+The preferred mode, ``namespaces``, starts each program under ``unshare`` in fresh user, mount, PID and
+network namespaces; ``_bootstrap.py`` then locks the filesystem read-only except the work directory,
+hides the home directories and drops every capability before exec'ing the program. Killing the
+``unshare`` process kills the namespace's init, and the kernel then kills every process left in that
+namespace (daemons and double-forked grandchildren included).
+
+Where ``unshare`` is missing or refused (no user namespaces), the ``rlimits`` mode runs the program
+in its own session with the same resource limits and a guard process between it and codepeft, and
+cleans up escaped processes by the sandbox id in their environment. It cannot stop network access or
+writes outside the work directory, so it is announced with a logged warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP = Path(__file__).with_name("_bootstrap.py")
+UNSHARE_FLAGS = ["--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--net", "--mount", "--mount-proc"]
+Mode = Literal["namespaces", "rlimits"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-program resource limits (``None`` leaves one unset)."""
+
+    cpu_seconds: int | None = 20
+    memory_bytes: int | None = 2 << 30
+    processes: int | None = 64
+    file_size_bytes: int | None = 16 << 20
+    open_files: int | None = 256
+    output_bytes: int = 64 << 10  # how much of stdout/stderr is kept in the result
+
+    def rlimits(self) -> dict[str, int | None]:
+        return {"cpu": self.cpu_seconds, "as": self.memory_bytes, "nproc": self.processes,
+                "fsize": self.file_size_bytes, "nofile": self.open_files, "core": 0}
+
+
+@functools.cache
+def namespaces_available() -> bool:
+    """Whether this machine lets an unprivileged ``unshare`` create the namespaces the sandbox uses."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return False
+    try:
+        done = subprocess.run([unshare, *UNSHARE_FLAGS, "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+@functools.cache
+def _warn_fallback() -> None:
+    log.warning(
+        "sandbox: unshare (user/PID/network namespaces) is not available here; generated code runs with "
+        "resource limits and process clean-up only, without network or filesystem isolation"
+    )
+
+
+def choose_mode(requested: Mode | None = None) -> Mode:
+    """The isolation mode to use: ``requested`` if given, else namespaces when available."""
+    if requested is not None:
+        return requested
+    if namespaces_available():
+        return "namespaces"
+    _warn_fallback()
+    return "rlimits"
+
+
+def _keep_paths() -> list[str]:
+    """Paths a hidden home directory must still show: the interpreter and its installation."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             str(Path(sys.executable).resolve().parent.parent)}
+    return sorted(str(Path(p).resolve()) for p in paths)
+
+
+def _hidden_paths() -> list[str]:
+    homes = {str(Path.home()), "/root", "/home"}
+    return sorted(h for h in homes if Path(h).is_dir())
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What ``_bootstrap.py`` reads (as JSON) to set up the sandbox and exec the program."""
+
+    workdir: str
+    argv: list[str]
+    env: dict[str, str]
+    limits: dict[str, int | None]
+    lock_filesystem: bool
+    guard_parent: bool
+    hide: list[str]
+    keep: list[str]
+
+
+def launch_command(mode: Mode, workdir: Path, argv: list[str], env: dict[str, str], limits: Limits) -> list[str]:
+    """The command line that runs ``argv`` sandboxed in ``workdir`` under ``mode``."""
+    import json
+
+    namespaced = mode == "namespaces"
+    spec = LaunchSpec(
+        workdir=str(Path(workdir).resolve()), argv=argv, env=env, limits=limits.rlimits(),
+        lock_filesystem=namespaced, guard_parent=not namespaced,
+        hide=_hidden_paths() if namespaced else [], keep=_keep_paths(),
+    )
+    bootstrap = [sys.executable, "-I", "-S", str(BOOTSTRAP), json.dumps(asdict(spec))]
+    if namespaced:
+        return [shutil.which("unshare") or "unshare", *UNSHARE_FLAGS, *bootstrap]
+    return bootstrap
+
+
+def sandbox_env(extra: dict[str, str]) -> dict[str, str]:
+    """A minimal environment: no proxies, tokens or user paths leak into generated code."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
+           "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
+    env.update(extra)
+    return env
+
+
+def default_workers() -> int:
+    """One worker per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)

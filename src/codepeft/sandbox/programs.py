@@ -1,0 +1,171 @@
+"""One program builder per test kind: turn a candidate and its test payload into a runnable ``Program``.
+
+Every program starts with a prologue that takes the one-time token out of the environment before any
+generated code runs, and ends with an epilogue that reports the token once every test has passed
+(see ``runner``). Payload kinds are documented on ``codepeft.data.base.Example``.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+from codepeft.errors import CodepeftError
+from codepeft.sandbox.runner import NONCE_ENV, STATUS_FD_ENV, Program
+
+PROLOGUE = (
+    "import os as _cp_os\n"
+    f"_cp_token = _cp_os.environ.pop({NONCE_ENV!r}, '')\n"
+    f"_cp_status_fd = int(_cp_os.environ.pop({STATUS_FD_ENV!r}, '-1'))\n"
+    "del _cp_os\n"
+)
+EPILOGUE = (
+    "\n\nimport os as _cp_os\n"
+    "_cp_os.write(_cp_status_fd, _cp_token.encode())\n"
+)
+
+
+def _wrap(body: str, **kwargs: Any) -> Program:
+    return Program(source=PROLOGUE + body + EPILOGUE, **kwargs)
+
+
+def humaneval_program(candidate: str, tests: dict[str, Any]) -> Program:
+    """prompt + completion + test + ``check(entry_point)``, as HumanEval's own evaluator builds it.
+
+    A candidate that is the whole function (it redefines ``entry_point``) works too: the later def wins.
+    """
+    return _wrap(f"{tests['prompt']}{candidate}\n{tests['test']}\ncheck({tests['entry_point']})\n")
+
+
+def assert_program(candidate: str, tests: dict[str, Any]) -> Program:
+    """Setup code, the candidate, then each assert (MBPP and user JSONL)."""
+    asserts = "\n".join(tests.get("asserts") or [])
+    return _wrap(f"{tests.get('setup') or ''}\n{candidate}\n\n{asserts}\n")
+
+
+APPS_CALL_HARNESS = '''
+
+import json as _cp_json
+
+
+def _cp_plain(value):
+    """JSON round trip: tuples become lists, as APPS compares them."""
+    try:
+        return _cp_json.loads(_cp_json.dumps(value))
+    except (TypeError, ValueError):
+        return value
+
+
+def _cp_function(name):
+    if name in globals() and callable(globals()[name]):
+        return globals()[name]
+    if "Solution" in globals():
+        return getattr(globals()["Solution"](), name)
+    raise NameError(f"no function {name!r} defined")
+
+
+_cp_cases = _cp_json.loads(%(cases)s)
+_cp_fn = _cp_function(_cp_cases["fn_name"])
+for _cp_index, (_cp_args, _cp_expected) in enumerate(zip(_cp_cases["inputs"], _cp_cases["outputs"])):
+    _cp_got = _cp_plain(_cp_fn(*_cp_args))
+    _cp_ok = _cp_got == _cp_expected or (
+        isinstance(_cp_expected, list) and len(_cp_expected) > 0 and _cp_got == _cp_expected[0])
+    assert _cp_ok, f"test {_cp_index}: expected {str(_cp_expected)[:200]}, got {str(_cp_got)[:200]}"
+'''
+
+
+def apps_call_program(candidate: str, tests: dict[str, Any]) -> Program:
+    """Call ``fn_name`` (a function, or a method of ``Solution``) on each input and compare as APPS does."""
+    cases = json.dumps({"fn_name": tests["fn_name"], "inputs": tests["inputs"], "outputs": tests["outputs"]})
+    return _wrap(candidate + "\n" + APPS_CALL_HARNESS % {"cases": repr(cases)})
+
+
+APPS_STDIN_HARNESS = '''
+import json as _cp_json
+import subprocess as _cp_subprocess
+import sys as _cp_sys
+import time as _cp_time
+
+
+def _cp_lines(text):
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return lines
+
+
+def _cp_same(got, expected):
+    if _cp_lines(got) == _cp_lines(expected):
+        return True
+    return got.split() == expected.split()
+
+
+_cp_cases = _cp_json.loads(%(cases)s)
+_cp_deadline = _cp_time.monotonic() + _cp_cases["timeout"]
+for _cp_index, (_cp_input, _cp_expected) in enumerate(zip(_cp_cases["inputs"], _cp_cases["outputs"])):
+    if isinstance(_cp_input, list):
+        _cp_input = "\\n".join(map(str, _cp_input))
+    if isinstance(_cp_expected, list):
+        _cp_expected = "\\n".join(map(str, _cp_expected))
+    _cp_done = _cp_subprocess.run([_cp_sys.executable, "-I", "solution.py"], input=_cp_input, text=True,
+                                  capture_output=True, timeout=max(0.1, _cp_deadline - _cp_time.monotonic()))
+    assert _cp_done.returncode == 0, (
+        f"test {_cp_index}: exit status {_cp_done.returncode}: {_cp_done.stderr.strip()[-300:]}")
+    assert _cp_same(_cp_done.stdout, _cp_expected), (
+        f"test {_cp_index}: expected {_cp_expected.strip()[:200]!r}, got {_cp_done.stdout.strip()[:200]!r}")
+'''
+
+
+def apps_stdin_program(candidate: str, tests: dict[str, Any], timeout: float = 10.0) -> Program:
+    """Run the candidate as a script once per input; stdout must match after whitespace normalisation.
+
+    Lines are compared after stripping trailing spaces and surrounding blank lines; failing that, the
+    whitespace-separated tokens are compared (APPS accepts both).
+    """
+    cases = json.dumps({"inputs": tests["inputs"], "outputs": tests["outputs"], "timeout": timeout})
+    return _wrap(APPS_STDIN_HARNESS % {"cases": repr(cases)}, files={"solution.py": candidate})
+
+
+DOCTEST_HARNESS = '''
+
+import doctest as _cp_doctest
+
+_cp_globals = {k: v for k, v in globals().items() if not k.startswith("_cp_")}
+_cp_test = _cp_doctest.DocTestParser().get_doctest(%(doctest)s, _cp_globals, %(name)s, "<doctest>", 0)
+_cp_runner = _cp_doctest.DocTestRunner(verbose=False)
+_cp_result = _cp_runner.run(_cp_test)
+assert _cp_result.attempted > 0, "the doctest has no examples"
+assert _cp_result.failed == 0, f"{_cp_result.failed} of {_cp_result.attempted} doctest examples failed"
+'''
+
+
+def doctest_program(candidate: str, tests: dict[str, Any]) -> Program:
+    """setup + the function (the candidate, or header + the candidate as its body), then its doctest."""
+    stripped = candidate.lstrip()
+    if stripped.startswith(("def ", "async def ")):
+        function = candidate
+    else:
+        body = candidate if candidate[:1] in (" ", "\t") else textwrap.indent(candidate, "    ")
+        function = f"{tests['header'].rstrip()}\n{body}"
+    harness = DOCTEST_HARNESS % {"doctest": repr(tests["doctest"]), "name": repr(tests.get("entry_point", "f"))}
+    return _wrap(f"{tests.get('setup') or ''}\n{function}\n{harness}")
+
+
+BUILDERS: dict[str, Callable[..., Program]] = {
+    "humaneval": humaneval_program,
+    "mbpp": assert_program,
+    "assert": assert_program,
+    "apps-call": apps_call_program,
+    "apps-stdin": apps_stdin_program,
+    "doctest": doctest_program,
+}
+
+
+def build_program(candidate: str, tests: dict[str, Any], *, timeout: float = 10.0) -> Program:
+    """The program that checks ``candidate`` against ``tests`` (a payload with a ``kind``)."""
+    kind = tests.get("kind")
+    if kind not in BUILDERS:
+        raise CodepeftError(f"unknown test kind {kind!r}: expected one of {', '.join(BUILDERS)}")
+    if kind == "apps-stdin":
+        return apps_stdin_program(candidate, tests, timeout=timeout)
+    return BUILDERS[kind](candidate, tests)

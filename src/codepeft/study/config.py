@@ -1,0 +1,306 @@
+"""The study file: models x data sets x arms x seeds, with limits, generation settings and metrics.
+
+A study is read from YAML, then ``key=value`` overrides with dotted keys are applied to the raw
+mapping (``limits.test_size=20``, ``arms.lora.params.r=16``, ``models=[smollm2-135m]``; values are
+parsed as YAML), then the result is validated by ``StudyConfig``. Unknown keys and wrong values
+are one-line ``CodepeftError``s naming the key. The packaged default study is ``studies/default.yaml``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from codepeft.errors import CodepeftError
+from codepeft.generation.settings import GenerationSettings
+
+METRIC_FAMILIES = ("em", "codebleu", "bleu", "passk")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(StrictModel):
+    """One data set of the study and the splits each stage reads."""
+
+    task: str = Field(description="task name or name:PATH, as `codepeft datasets` lists them")
+    train_split: str = "train"
+    validation_split: str | None = Field("validation", description="validation split for training (None: none)")
+    test_split: str = "test"
+    pool_split: str | None = Field(None, description="where ICL/RAG draw demonstrations from (default: train_split)")
+    options: dict[str, Any] = Field(default_factory=dict, description="task options (e.g. path for jsonl)")
+
+    @property
+    def label(self) -> str:
+        return self.task
+
+    @property
+    def demonstration_split(self) -> str:
+        return self.pool_split or self.train_split
+
+
+class ArmSpec(StrictModel):
+    """One arm: a registered method and its parameters; train arms may override training settings."""
+
+    method: str | None = Field(None, description="registered method name (default: the arm's own name)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the method's hyperparameters")
+    train: dict[str, Any] = Field(default_factory=dict, description="training settings for this arm only")
+    generation: dict[str, Any] = Field(default_factory=dict, description="generation settings for this arm only")
+
+
+class Limits(StrictModel):
+    """What keeps a study small: test subset, training subset, step cap."""
+
+    test_size: int | None = Field(None, ge=1, description="first N test examples (None: all)")
+    train_size: int | None = Field(None, ge=1, description="first N training examples (None: all)")
+    val_size: int | None = Field(None, ge=1, description="first N validation examples (None: all)")
+    max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps of every train arm")
+
+
+class ScoringSpec(StrictModel):
+    """Sandbox settings for pass@k."""
+
+    timeout: float = Field(10.0, gt=0, description="seconds per test program")
+    workers: int | None = Field(None, ge=1, description="parallel sandbox processes (None: CPU count)")
+
+
+class StudyConfig(StrictModel):
+    """A whole study. Each (model, data set, arm, seed) becomes one run directory."""
+
+    name: str = Field("study", min_length=1)
+    description: str = ""
+    models: list[str] = Field(min_length=1)
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    arms: dict[str, ArmSpec] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    limits: Limits = Field(default_factory=Limits)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    training: dict[str, Any] = Field(default_factory=dict, description="training settings for every train arm")
+    metrics: list[Literal["em", "codebleu", "bleu", "passk"]] | None = Field(
+        None, description="metric families; None: em, codebleu, bleu, and passk where the data has tests"
+    )
+    ks: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    primary_metric: str | None = Field(None, description="leaderboard metric; None: pass@1 with tests, else codebleu")
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec)
+    data_dir: str | None = None
+    tracking: Literal["auto", "none", "mlflow", "tensorboard"] = "auto"
+    report_examples: int = Field(3, ge=0, description="example problems shown side by side in the report")
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _dataset_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [{"task": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _one_model(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _one_seed(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) else value
+
+    @field_validator("arms", mode="before")
+    @classmethod
+    def _arm_list(cls, value: Any) -> Any:
+        return _normalize_arms(value)
+
+    @field_validator("arms")
+    @classmethod
+    def _arm_names(cls, value: dict[str, ArmSpec]) -> dict[str, ArmSpec]:
+        for name in value:
+            if not name or "/" in name or name.startswith("."):
+                raise ValueError(f"arm name {name!r} is not usable as a directory name")
+        return value
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, value: list[int]) -> list[int]:
+        if any(k < 1 for k in value):
+            raise ValueError("every k must be >= 1")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _unique(self) -> StudyConfig:
+        if len(set(self.models)) != len(self.models):
+            raise ValueError("models lists the same model twice")
+        if len({d.task for d in self.datasets}) != len(self.datasets):
+            raise ValueError("datasets lists the same data set twice")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds lists the same seed twice")
+        return self
+
+    def method_of(self, arm: str) -> str:
+        return self.arms[arm].method or arm
+
+    def generation_for(self, arm: str, seed: int) -> GenerationSettings:
+        """The study's generation settings, updated by the arm's and seeded with the run's seed."""
+        merged = {**self.generation.model_dump(), **self.arms[arm].generation, "seed": seed}
+        try:
+            return GenerationSettings(**merged)
+        except ValidationError as err:
+            raise CodepeftError(f"arms.{arm}.generation: {_first_error(err)}") from None
+
+    def training_for(self, arm: str, seed: int) -> dict[str, Any]:
+        """Training settings of a train arm: study defaults, the arm's own, the seed and the step cap."""
+        merged = {**self.training, **self.arms[arm].train, "seed": seed}
+        if self.limits.max_steps is not None:
+            current = merged.get("max_steps")
+            merged["max_steps"] = min(current, self.limits.max_steps) if current else self.limits.max_steps
+        if self.limits.train_size is not None:
+            merged.setdefault("train_limit", self.limits.train_size)
+        if self.limits.val_size is not None:
+            merged.setdefault("val_limit", self.limits.val_size)
+        return merged
+
+
+def _normalize_arms(value: Any) -> Any:
+    """Arms may be written as a list of names / one-key mappings; the config keeps a name -> spec mapping."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return value
+    arms: dict[str, Any] = {}
+    for item in value:
+        if isinstance(item, str):
+            arms[item] = {}
+        elif isinstance(item, dict) and "name" in item:
+            spec = dict(item)
+            arms[str(spec.pop("name"))] = spec
+        elif isinstance(item, dict) and len(item) == 1:
+            (name, spec), = item.items()
+            arms[str(name)] = spec or {}
+        else:
+            raise ValueError(f"arm {item!r} must be a name or a mapping with a 'name' key")
+    return arms
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key: remove it or check its spelling (see docs/study.md)"
+    elif first["type"] == "missing":
+        message = "missing: the study needs it"
+    return f"{where}: {message}" if where else message
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
+    """``["limits.test_size=20", ...]`` -> ``[(["limits", "test_size"], 20), ...]`` (values read as YAML)."""
+    parsed: list[tuple[list[str], Any]] = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise CodepeftError(f"override {item!r} is not key=value: write e.g. limits.test_size=20")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.split("."), value))
+    return parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted key in (a copy of) the raw study mapping; list items are addressed by index."""
+    import copy
+
+    data = copy.deepcopy(raw)
+    if "arms" in data:
+        try:
+            data["arms"] = _normalize_arms(data["arms"])
+        except ValueError as err:
+            raise CodepeftError(f"arms: {err}") from None
+    for path, value in parse_overrides(overrides):
+        node: Any = data
+        for depth, part in enumerate(path[:-1]):
+            where = ".".join(path[: depth + 1])
+            if isinstance(node, list):
+                node = _list_item(node, part, where)
+            elif isinstance(node, dict):
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+            else:
+                raise CodepeftError(f"override {'.'.join(path)}: {where} is a value, not a mapping")
+        last = path[-1]
+        if isinstance(node, list):
+            index = int(last) if last.isdigit() else None
+            if index is None or index >= len(node):
+                raise CodepeftError(f"override {'.'.join(path)}: no item {last} in a list of {len(node)}")
+            node[index] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise CodepeftError(f"override {'.'.join(path)}: its parent is a value, not a mapping")
+    return data
+
+
+def _list_item(node: list[Any], part: str, where: str) -> Any:
+    if not part.isdigit() or int(part) >= len(node):
+        raise CodepeftError(f"override {where}: use an index below {len(node)} for this list")
+    index = int(part)
+    if isinstance(node[index], str):  # datasets: [conala] -> datasets.0.test_split=... needs a mapping
+        node[index] = {"task": node[index]}
+    return node[index]
+
+
+def default_study_text() -> str:
+    return resources.files("codepeft.studies").joinpath("default.yaml").read_text()
+
+
+def read_study_file(path: str | Path | None) -> tuple[dict[str, Any], str]:
+    """The raw mapping of a study file (the packaged default when ``path`` is None) and its name for errors."""
+    if path is None:
+        text, source = default_study_text(), "default study"
+    else:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise CodepeftError(f"study file {path} not found: pass an existing YAML file (or none for the default)")
+        text, source = path.read_text(), str(path)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise CodepeftError(f"{source} is not valid YAML{where}: fix its syntax") from None
+    if raw is None or raw == {}:
+        raise CodepeftError(f"{source} is an empty study: list models, datasets and arms (see docs/study.md)")
+    if not isinstance(raw, dict):
+        raise CodepeftError(f"{source} must be a YAML mapping with models, datasets and arms")
+    return raw, source
+
+
+def load_study(path: str | Path | None = None, overrides: list[str] | None = None) -> StudyConfig:
+    """Read, override and validate a study; every problem is a one-line ``CodepeftError``."""
+    raw, source = read_study_file(path)
+    return validate_study(raw, overrides or [], source)
+
+
+def validate_study(raw: dict[str, Any], overrides: list[str], source: str = "study") -> StudyConfig:
+    data = apply_overrides(raw, overrides)
+    for key in ("models", "datasets", "arms"):
+        if key in data and not data[key]:
+            raise CodepeftError(f"{source}: {key} is empty: list at least one (an empty study has nothing to run)")
+    try:
+        return StudyConfig(**data)
+    except ValidationError as err:
+        raise CodepeftError(f"{source}: {_first_error(err)}") from None
+    except TypeError as err:  # e.g. a top-level key that is not a string
+        raise CodepeftError(f"{source}: {err}") from None
+
+
+def dump_study(config: StudyConfig) -> str:
+    """The resolved study as YAML (saved beside the runs as ``study.yaml``)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

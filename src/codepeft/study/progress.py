@@ -1,0 +1,111 @@
+"""The live table of a running study: one line per run with its status, time and score, and an ETA.
+
+The ETA multiplies the runs left by the mean time of runs of the same kind (prompt or train) that
+finished in this session (reused runs take no time and are not counted); until one of a kind has
+finished, the other kind's mean stands in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from codepeft.study.runner import RunEvent
+from codepeft.study.runs import RunSpec
+
+STYLES = {"queued": "dim", "training": "yellow", "generating": "cyan", "scoring": "magenta", "done": "green",
+          "failed": "bold red"}
+
+
+@dataclass
+class RunLine:
+    spec: RunSpec
+    status: str = "queued"
+    cached: bool = False
+    started: float | None = None
+    elapsed: float | None = None
+    score: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class StudyProgress:
+    """Collects ``RunEvent``s; ``render`` draws the table; use as a context manager for a live display."""
+
+    console: Console
+    title: str = "study"
+    lines: dict[str, RunLine] = field(default_factory=dict)
+    durations: dict[str, list[float]] = field(default_factory=lambda: {"prompt": [], "train": []})
+    live: Live | None = None
+
+    def __enter__(self) -> StudyProgress:
+        self.live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False,
+                         get_renderable=self.render)
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.update(self.render(), refresh=True)
+            self.live.__exit__(*exc)
+            self.live = None
+
+    def __call__(self, event: RunEvent) -> None:
+        line = self.lines.setdefault(event.spec.run_id, RunLine(event.spec))
+        if event.status in {"training", "generating", "scoring"} and line.started is None:
+            line.started = time.monotonic()
+        if event.status in {"done", "failed"}:
+            line.elapsed = 0.0 if event.cached else (
+                time.monotonic() - line.started if line.started is not None else event.elapsed)
+            if not event.cached and event.status == "done":
+                self.durations[event.spec.kind].append(line.elapsed)
+        line.status, line.cached, line.score, line.error = event.status, event.cached, event.score, event.error
+        if self.live is not None:
+            self.live.refresh()
+
+    def eta_seconds(self) -> float | None:
+        means = {kind: sum(v) / len(v) for kind, v in self.durations.items() if v}
+        if not means:
+            return None
+        fallback = sum(means.values()) / len(means)
+        left = 0.0
+        for line in self.lines.values():
+            if line.status in {"done", "failed"}:
+                continue
+            expected = means.get(line.spec.kind, fallback)
+            running = time.monotonic() - line.started if line.started is not None else 0.0
+            left += max(expected - running, 0.0)
+        return left
+
+    def render(self) -> Group:
+        table = Table(title=self.title, expand=False, show_lines=False)
+        for column in ("model", "data set", "arm", "seed", "status", "time", "score"):
+            table.add_column(column, justify="right" if column in {"seed", "time", "score"} else "left")
+        for line in self.lines.values():
+            spec = line.spec
+            status = Text(line.status + (" (reused)" if line.cached else ""), style=STYLES.get(line.status, ""))
+            if line.error:
+                status.append(f": {line.error[:80]}", style="red")
+            elapsed = line.elapsed if line.elapsed is not None else (
+                time.monotonic() - line.started if line.started is not None else None)
+            table.add_row(spec.model if len(spec.model) < 30 else "…" + spec.model[-28:], spec.dataset.spec.task,
+                          spec.arm, str(spec.seed), status, _duration(elapsed),
+                          "" if line.score is None else f"{line.score:.1f}")
+        counts = {s: sum(1 for ln in self.lines.values() if ln.status == s) for s in STYLES}
+        eta = self.eta_seconds()
+        summary = Text(" · ".join(f"{n} {s}" for s, n in counts.items() if n) or "no runs")
+        summary.append(f" · ETA {_duration(eta)}" if eta is not None else " · ETA after the first run")
+        return Group(table, summary)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = round(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

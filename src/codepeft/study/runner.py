@@ -1,0 +1,331 @@
+"""Run a study: every planned run in turn, reusing finished ones, resuming killed ones, surviving failures.
+
+For each run: a train arm calls ``codepeft.training.train`` into ``<run>/train``; every arm then
+calls ``codepeft.generation.evaluate`` into ``<run>/eval`` (with the adapter for train arms) and
+``codepeft.metrics.score.score_run`` on it. Each stage is skipped when its output is already there,
+so a killed study resumes where it stopped; ``force`` deletes a run and redoes it.
+
+A failing run is marked ``failed`` with its error and the study goes on; a full disk stops the
+study with a one-line error (finished runs stay on disk). At the end the results table and the
+reports are written.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from codepeft.errors import CodepeftError
+from codepeft.generation.records import METRICS, read_json, write_json
+from codepeft.provenance import environment
+from codepeft.study.config import StudyConfig, dump_study
+from codepeft.study.runs import (
+    STUDY_INDEX,
+    RunSpec,
+    Status,
+    plan_runs,
+    read_run_state,
+    write_run_state,
+)
+
+TRAIN_DIR = "train"
+EVAL_DIR = "eval"
+
+
+@dataclass
+class RunEvent:
+    """What the progress display hears about: a run changed status (``cached`` when it was reused)."""
+
+    spec: RunSpec
+    status: Status
+    cached: bool = False
+    error: str | None = None
+    elapsed: float = 0.0
+    score: float | None = None
+
+
+@dataclass
+class StudyOutcome:
+    study_dir: Path
+    runs: list[RunSpec]
+    statuses: dict[str, Status] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[str]:
+        return [run_id for run_id, status in self.statuses.items() if status == "failed"]
+
+
+class DiskFull(CodepeftError):
+    pass
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC anywhere in the chain (libraries often re-raise it wrapped, or only in the message)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class PeakMemory:
+    """Peak resident memory of this process while a stage runs (sampled), plus the CUDA allocator's peak."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.peak_rss = 0
+        self.peak_gpu: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        import psutil
+
+        process = psutil.Process()
+        while True:
+            self.peak_rss = max(self.peak_rss, process.memory_info().rss)
+            if self._stop.wait(self.interval):
+                break
+
+    def __enter__(self) -> PeakMemory:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+        except ImportError:
+            pass
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                self.peak_gpu = int(torch.cuda.max_memory_allocated())
+        except ImportError:
+            pass
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if isinstance(err, CodepeftError) else f"{type(err).__name__}: {text}"[:500]
+
+
+class StudyRunner:
+    """Runs the planned runs of one study into ``study_dir`` (``runs/``, ``study.yaml``, ``study.json``)."""
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        study_dir: Path,
+        *,
+        force: bool = False,
+        data_dir: Path | None = None,
+        on_event: Callable[[RunEvent], None] | None = None,
+        check_models: bool = True,
+    ) -> None:
+        self.config = config
+        self.study_dir = Path(study_dir)
+        self.force = force
+        self.data_dir = Path(data_dir) if data_dir else (Path(config.data_dir) if config.data_dir else None)
+        self.on_event = on_event or (lambda event: None)
+        self.runs = plan_runs(config, self.data_dir, check_models=check_models)
+        self.tracker: Any = None
+
+    # -- study-level files -------------------------------------------------------------------------
+    def write_index(self) -> None:
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        (self.study_dir / "runs").mkdir(exist_ok=True)
+        text = dump_study(self.config)
+        previous = self.study_dir / "study.yaml"
+        if previous.exists() and previous.read_text() != text:
+            # Keep the earlier study definition: its runs stay under runs/ and its results are re-creatable.
+            from codepeft.provenance import sha256_json
+
+            kept = self.study_dir / f"study.previous-{sha256_json(previous.read_text())[:8]}.yaml"
+            if not kept.exists():
+                previous.replace(kept)
+        previous.write_text(text)
+        write_json(self.study_dir / STUDY_INDEX, {
+            "name": self.config.name,
+            "description": self.config.description,
+            "created": now(),
+            "config": self.config.model_dump(mode="json"),
+            "runs": [run.index_entry() for run in self.runs],
+        })
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self) -> StudyOutcome:
+        self.write_index()
+        from codepeft.study.tracking import open_tracker
+
+        self.tracker = open_tracker(self.config.tracking, self.study_dir, self.config.name)
+        outcome = StudyOutcome(self.study_dir, self.runs)
+        for spec in self.runs:
+            self.on_event(RunEvent(spec, "queued"))
+        try:
+            for spec in self.runs:
+                status, error = self.run_one(spec)
+                outcome.statuses[spec.run_id] = status
+                if error:
+                    outcome.errors[spec.run_id] = error
+        finally:
+            if self.tracker is not None:
+                self.tracker.close()
+        return outcome
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.study_dir / "runs" / spec.dirname
+
+    def run_one(self, spec: RunSpec) -> tuple[Status, str | None]:
+        run_dir = self.run_dir(spec)
+        state = read_run_state(run_dir)
+        if state is not None and state.get("key") != spec.key:
+            raise CodepeftError(f"run directory {run_dir} holds a different run: move it away or rerun with --force")
+        if self.force and run_dir.exists():
+            shutil.rmtree(run_dir)
+            state = None
+        if state is not None and state.get("status") == "done" and self._scored(run_dir, spec, state):
+            self.on_event(RunEvent(spec, "done", cached=True, score=primary_score(run_dir, spec)))
+            return "done", None
+        state = state or self._new_state(spec)
+        state["attempts"] = state.get("attempts", 0) + 1
+        state.pop("error", None)
+        started = time.perf_counter()
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not (run_dir / "environment.json").exists():
+                write_json(run_dir / "environment.json", environment(spec.seed, spec.dataset.checksums))
+            if spec.kind == "train":
+                self._stage(spec, run_dir, state, "training", self._train)
+            self._stage(spec, run_dir, state, "generating", self._generate)
+            self._stage(spec, run_dir, state, "scoring", self._score)
+        except KeyboardInterrupt:
+            self._save_failure(run_dir, state, "interrupted")
+            raise
+        except Exception as err:
+            message = one_line(err)
+            if is_disk_full(err):
+                self._save_failure(run_dir, state, f"disk full: {message}")
+                raise DiskFull(
+                    f"disk full while running {spec.label} (under {self.study_dir}): free some space and rerun "
+                    "the same command; finished runs were kept and will be reused"
+                ) from None
+            self._save_failure(run_dir, state, message)
+            self.on_event(RunEvent(spec, "failed", error=message, elapsed=time.perf_counter() - started))
+            return "failed", message
+        finally:
+            gc.collect()
+        state["status"] = "done"
+        state["finished"] = now()
+        write_run_state(run_dir, state)
+        score = primary_score(run_dir, spec)
+        if self.tracker is not None:
+            self.tracker.log_run(spec, run_dir)
+        self.on_event(RunEvent(spec, "done", elapsed=time.perf_counter() - started, score=score))
+        return "done", None
+
+    def _new_state(self, spec: RunSpec) -> dict[str, Any]:
+        return {"run_id": spec.run_id, "model": spec.model, "dataset": spec.dataset.spec.task, "arm": spec.arm,
+                "method": spec.method, "kind": spec.kind, "seed": spec.seed, "key": spec.key,
+                "status": "queued", "created": now(), "timings": {}, "peak_memory": {}}
+
+    def _save_failure(self, run_dir: Path, state: dict[str, Any], message: str) -> None:
+        state["status"] = "failed"
+        state["error"] = message
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_run_state(run_dir, state)
+        except OSError:
+            pass  # the disk may be full; the run will simply be redone
+
+    def _stage(self, spec: RunSpec, run_dir: Path, state: dict[str, Any], status: Status,
+               work: Callable[[RunSpec, Path, dict[str, Any]], bool]) -> None:
+        """Run one stage unless its output exists; time and peak memory add up over resumed attempts."""
+        state["status"] = status
+        write_run_state(run_dir, state)
+        self.on_event(RunEvent(spec, status))
+        started = time.perf_counter()
+        with PeakMemory() as memory:
+            did_work = work(spec, run_dir, state)
+        if did_work:
+            name = {"training": "train", "generating": "generation", "scoring": "scoring"}[status]
+            state["timings"][f"{name}_seconds"] = round(
+                state["timings"].get(f"{name}_seconds", 0.0) + time.perf_counter() - started, 3)
+            peak = max(memory.peak_rss, state["peak_memory"].get(f"{name}_rss_bytes", 0))
+            state["peak_memory"][f"{name}_rss_bytes"] = peak
+            if memory.peak_gpu is not None:
+                state["peak_memory"][f"{name}_gpu_bytes"] = memory.peak_gpu
+        write_run_state(run_dir, state)
+
+    # -- stages ------------------------------------------------------------------------------------
+    def _train(self, spec: RunSpec, run_dir: Path, state: dict[str, Any]) -> bool:
+        out = run_dir / TRAIN_DIR
+        if (out / "adapter").is_dir() and (out / "costs.json").exists():
+            return False
+        from codepeft.study.engines import train_arm
+
+        train_arm(spec, out, self.data_dir)
+        return True
+
+    def _generate(self, spec: RunSpec, run_dir: Path, state: dict[str, Any]) -> bool:
+        out = run_dir / EVAL_DIR
+        if state.get("generated"):
+            return False
+        from codepeft.study.engines import generate_arm
+
+        adapter = run_dir / TRAIN_DIR / "adapter" if spec.kind == "train" else None
+        generate_arm(spec, out, adapter, self.data_dir)
+        state["generated"] = True
+        return True
+
+    def _scored(self, run_dir: Path, spec: RunSpec, state: dict[str, Any]) -> bool:
+        return (run_dir / EVAL_DIR / METRICS).exists() and state.get("scored_with") == self.scoring_config(spec)
+
+    def scoring_config(self, spec: RunSpec) -> dict[str, Any]:
+        return {"metrics": spec.dataset.metrics, "ks": self.config.ks, "timeout": self.config.scoring.timeout}
+
+    def _score(self, spec: RunSpec, run_dir: Path, state: dict[str, Any]) -> bool:
+        if self._scored(run_dir, spec, state):
+            return False
+        from codepeft.study.engines import score_arm
+
+        score_arm(run_dir / EVAL_DIR, spec.dataset.metrics, self.config.ks, self.config.scoring.workers,
+                  self.config.scoring.timeout, force=(run_dir / EVAL_DIR / METRICS).exists())
+        state["scored_with"] = self.scoring_config(spec)
+        return True
+
+
+def primary_score(run_dir: Path, spec: RunSpec) -> float | None:
+    path = run_dir / EVAL_DIR / METRICS
+    if not path.exists():
+        return None
+    try:
+        value = read_json(path).get(spec.dataset.primary_metric)
+    except CodepeftError:
+        return None
+    return float(value) if isinstance(value, int | float) else None

@@ -1,0 +1,107 @@
+"""Uncertainty for study results: CIs over seeds and over test problems, and paired tests against a baseline.
+
+- Over seeds: the mean and a Student-t 95% interval (needs two or more seeds).
+- Over problems: a percentile bootstrap of the mean per-problem score (``scipy.stats.bootstrap``).
+- Arm vs zero-shot: a paired sign-flip permutation test on per-problem score differences
+  (``scipy.stats.permutation_test``, exact when the problems are few); for 0/1 scores it is an exact
+  McNemar-style test on the discordant problems.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+
+
+@dataclass
+class Interval:
+    mean: float
+    low: float | None
+    high: float | None
+    n: int
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+def seed_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """Mean over seeds with a t-based interval; no interval for a single seed."""
+    data = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if data.size == 0:
+        return Interval(float("nan"), None, None, 0)
+    mean = float(data.mean())
+    if data.size < 2:
+        return Interval(mean, None, None, int(data.size))
+    half = float(stats.t.ppf(0.5 + confidence / 2, data.size - 1) * data.std(ddof=1) / math.sqrt(data.size))
+    return Interval(mean, mean - half, mean + half, int(data.size))
+
+
+def bootstrap_interval(
+    per_problem: Sequence[float], confidence: float = CONFIDENCE, resamples: int = 2000, seed: int = 0
+) -> Interval:
+    """Percentile bootstrap interval of the mean score over test problems."""
+    data = np.asarray(per_problem, dtype=float)
+    if data.size == 0:
+        return Interval(float("nan"), None, None, 0)
+    mean = float(data.mean())
+    if data.size < 2 or np.all(data == data[0]):
+        # Every resample has the same mean: the interval is the point (scipy would warn and return nan).
+        return Interval(mean, mean, mean, int(data.size))
+    result = stats.bootstrap(
+        (data,), np.mean, confidence_level=confidence, n_resamples=resamples, method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return Interval(mean, float(result.confidence_interval.low), float(result.confidence_interval.high), int(data.size))
+
+
+@dataclass
+class PairedTest:
+    difference: float  # mean of (arm - baseline) over the shared problems
+    p_value: float
+    n: int
+    wins: int  # problems where the arm scored higher
+    losses: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def paired_test(arm: Sequence[float], baseline: Sequence[float], resamples: int = 9999, seed: int = 0) -> PairedTest:
+    """Two-sided paired permutation test of the mean per-problem difference (same problems, same order)."""
+    a = np.asarray(arm, dtype=float)
+    b = np.asarray(baseline, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError("paired scores need the same problems on both sides")
+    diff = a - b
+    wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+    if diff.size == 0:
+        return PairedTest(float("nan"), float("nan"), 0, 0, 0)
+    if not np.any(diff):
+        return PairedTest(0.0, 1.0, int(diff.size), 0, 0)
+    result = stats.permutation_test(
+        (a, b), lambda x, y, axis: np.mean(x - y, axis=axis), permutation_type="samples", vectorized=True,
+        n_resamples=resamples, alternative="two-sided", rng=np.random.default_rng(seed),
+    )
+    return PairedTest(float(diff.mean()), float(min(1.0, result.pvalue)), int(diff.size), wins, losses)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: cost (x) no higher and score (y) no lower, one strictly."""
+    front: list[int] = []
+    for i, (cost_i, score_i) in enumerate(points):
+        if any(math.isnan(v) for v in (cost_i, score_i)):
+            continue
+        dominated = any(
+            (cost_j <= cost_i and score_j >= score_i) and (cost_j < cost_i or score_j > score_i)
+            for j, (cost_j, score_j) in enumerate(points)
+            if j != i and not any(math.isnan(v) for v in (cost_j, score_j))
+        )
+        if not dominated:
+            front.append(i)
+    return front

@@ -1,0 +1,133 @@
+"""Trained adapters on disk: save with the base model's identity, attach to a loaded base, merge, export.
+
+An adapter directory is what peft writes (``adapter_config.json`` + weights), or a whole model for
+full fine-tuning, plus ``codepeft_adapter.json``: the method, its parameters and the identity of
+the base it was trained on. Attaching it to another base is a one-line error, not silent garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from codepeft.errors import CodepeftError
+from codepeft.training.checkpoints import writing
+
+META = "codepeft_adapter.json"
+MERGED_META = "codepeft_merged.json"
+#: identity keys that must agree between the training base and the base an adapter is attached to
+IDENTITY_KEYS = ("architecture", "config_sha256")
+
+
+def save_adapter(model: Any, loaded: Any, method: str, params: dict[str, Any], path: Path,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write the adapter (or full model) to ``path`` atomically: the previous one stays until the new one is whole."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    old = path.with_name(f".old-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with writing(path, cleanup=tmp):
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp)
+        if method == "full":
+            loaded.tokenizer.save_pretrained(tmp)
+        base = {k: v for k, v in loaded.identity.items() if k not in {"adapter", "merged"}}
+        meta = {"method": method, "params": params, "base": base, **(extra or {})}
+        (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def read_adapter_meta(path: Path) -> dict[str, Any]:
+    meta_path = Path(path) / META
+    if not meta_path.is_file():
+        raise CodepeftError(f"{path} is not a codepeft adapter (no {META}): pass the adapter/ directory of a training run")
+    try:
+        return json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CodepeftError(f"{meta_path} is corrupted ({err.msg}): retrain or restore the adapter") from None
+
+
+def check_base(meta: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
+    """The adapter must be attached to the base it was trained on."""
+    base = meta.get("base", {})
+    for key in IDENTITY_KEYS:
+        if base.get(key) and identity.get(key) and base[key] != identity[key]:
+            raise CodepeftError(
+                f"adapter {path} was trained on {base.get('spec')!r} ({base.get('architecture')}) but the model is "
+                f"{identity.get('spec')!r} ({identity.get('architecture')}): load the adapter with its base model"
+            )
+
+
+def attach_adapter(loaded: Any, path: str | Path, merge: bool = False) -> Any:
+    """``loaded`` with the trained adapter at ``path`` applied (``merge``: folded into the weights)."""
+    from dataclasses import replace
+
+    path = Path(path)
+    meta = read_adapter_meta(path)
+    check_base(meta, loaded.identity, path)
+    method = meta.get("method", "?")
+    try:
+        if method == "full":
+            model = _load_full(loaded, path)
+        else:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(loaded.model, path)
+            if merge:
+                from codepeft.methods import get_method
+
+                if not getattr(get_method(method), "mergeable", False):
+                    raise CodepeftError(
+                        f"a {method} adapter cannot be merged into the weights (it adds virtual tokens): "
+                        "load it without --merge"
+                    )
+                model = model.merge_and_unload()
+    except CodepeftError:
+        raise
+    except Exception as err:  # unreadable or mismatched weight files
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise CodepeftError(f"cannot load adapter {path} ({first}): retrain or restore it") from None
+    model.eval()
+    identity = {**loaded.identity, "adapter": str(path), "adapter_method": method, "merged": bool(merge)}
+    return replace(loaded, model=model, identity=identity)
+
+
+def _load_full(loaded: Any, path: Path) -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    loader = AutoModelForSeq2SeqLM if loaded.kind == "seq2seq" else AutoModelForCausalLM
+    dtype = next(loaded.model.parameters()).dtype
+    return loader.from_pretrained(path, dtype=dtype)
+
+
+def merge_adapter(adapter: str | Path, output: str | Path, base: str | None = None, dtype: str = "auto") -> Path:
+    """Fold ``adapter`` into its base and save the merged model (+ tokenizer) to ``output``."""
+    from codepeft.models import load_model
+
+    adapter, output = Path(adapter), Path(output)
+    meta = read_adapter_meta(adapter)
+    spec = base or meta.get("base", {}).get("path") or meta.get("base", {}).get("spec")
+    if not spec:
+        raise CodepeftError(f"{adapter} does not name its base model: pass --base")
+    if output.exists() and any(output.iterdir()):
+        raise CodepeftError(f"{output} already exists and is not empty: choose another --output")
+    loaded = load_model(spec, dtype=dtype, adapter=adapter, merge=True)
+    tmp = output.with_name(f".tmp-{output.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with writing(output, cleanup=tmp):
+        tmp.mkdir(parents=True)
+        loaded.model.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
+        record = {"adapter": str(adapter.resolve()), "method": meta.get("method"), "base": meta.get("base")}
+        (tmp / MERGED_META).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        if output.exists():
+            output.rmdir()
+        tmp.rename(output)
+    return output

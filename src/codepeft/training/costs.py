@@ -1,0 +1,66 @@
+"""What a training run cost: parameters, peak memory, wall time, tokens; written as ``costs.json``."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def peak_memory_bytes() -> dict[str, int | None]:
+    """Peak resident memory of this process, and the CUDA allocator's peak when a GPU is used."""
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_bytes = rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
+    gpu = int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+    return {"peak_rss_bytes": int(rss_bytes), "peak_gpu_allocated_bytes": gpu}
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters, each shared tensor once; 4-bit packed weights count their stored elements."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for parameter in model.parameters():
+        if id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        count = parameter.numel()
+        # bitsandbytes stores two 4-bit values per byte; count the weights it represents
+        quant_state = getattr(parameter, "quant_state", None)
+        if quant_state is not None and getattr(quant_state, "shape", None) is not None:
+            count = int(quant_state.shape.numel())
+        total += count
+        if parameter.requires_grad:
+            trainable += count
+    return trainable, total
+
+
+@dataclass
+class CostMeter:
+    """Accumulates tokens and time while training; ``summary`` is what ``costs.json`` holds."""
+
+    trainable_parameters: int = 0
+    total_parameters: int = 0
+    tokens_seen: int = 0  # real (non-padding) tokens fed to the model, all processes
+    target_tokens: int = 0  # tokens the loss covered
+    processed_tokens: int = 0  # positions computed, padding included
+    train_seconds: float = 0.0  # optimizer steps only (validation excluded)
+    steps: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    previous_wall_seconds: float = 0.0  # from runs this one resumed
+
+    def summary(self, world_size: int = 1) -> dict[str, Any]:
+        wall = self.previous_wall_seconds + time.perf_counter() - self.started
+        data = {k: v for k, v in asdict(self).items() if k not in {"started", "previous_wall_seconds"}}
+        data.update(peak_memory_bytes())
+        data["wall_seconds"] = round(wall, 3)
+        data["train_seconds"] = round(self.train_seconds, 3)
+        data["tokens_per_second"] = round(self.tokens_seen / self.train_seconds, 2) if self.train_seconds else None
+        data["padding_fraction"] = (
+            round(1 - self.tokens_seen / self.processed_tokens, 4) if self.processed_tokens else None
+        )
+        data["processes"] = world_size
+        return data

@@ -1,0 +1,374 @@
+"""``train``: specialise a model to one or more data sets' training splits with any train method.
+
+A plain ``accelerate`` loop rather than ``transformers.Trainer``: packing needs its own batches,
+the loss is normalised by the target tokens of the whole global step (so 1 process and N
+processes compute the same update), and checkpoints, best-adapter keeping and cost accounting are
+a few explicit lines instead of callbacks. Run it under ``torchrun``/``accelerate launch`` and each
+process takes its share of every batch (DDP on CPU with gloo, or GPUs; FSDP/DeepSpeed through an
+accelerate config).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codepeft.errors import CodepeftError
+from codepeft.training.adapters import save_adapter
+from codepeft.training.checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint, writing
+from codepeft.training.costs import CostMeter, count_parameters
+from codepeft.training.data import (
+    Tokenized,
+    collate,
+    epoch_order,
+    plan_batches,
+    processed_tokens,
+    tokenize_all,
+)
+from codepeft.training.settings import TrainSettings
+
+CHECKPOINTS = "checkpoints"
+ADAPTER = "adapter"
+LOG = "train_log.jsonl"
+COSTS = "costs.json"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    adapter_dir: Path
+    best_val_loss: float | None
+    best_step: int | None
+    steps: int
+    stopped_early: bool
+    costs: dict[str, Any] = field(default_factory=dict)
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
+
+
+def parse_source(spec: str | tuple[str, float]) -> tuple[str, float]:
+    """``"conala"``, ``"conala:0.7"``, ``"jsonl:my.jsonl:2"`` or ``("conala", 0.7)`` to (spec, weight)."""
+    if isinstance(spec, tuple):
+        name, weight = spec
+    else:
+        name, weight = spec, 1.0
+        head, sep, tail = spec.rpartition(":")
+        if sep:
+            try:
+                weight = float(tail)
+                name = head
+            except ValueError:
+                pass
+    if not name:
+        raise CodepeftError(f"empty data set in {spec!r}: use NAME or NAME:WEIGHT")
+    if not (weight > 0 and math.isfinite(weight)):
+        raise CodepeftError(f"data set weight must be a positive number (got {weight!r} in {spec!r})")
+    return name, float(weight)
+
+
+def _split_examples(task: Any, settings: TrainSettings) -> tuple[list[Any], list[Any]]:
+    import random
+
+    train = task.load("train")
+    if "validation" in task.splits:
+        val = task.load("validation")
+    else:
+        shuffled = list(train)
+        random.Random(settings.seed).shuffle(shuffled)
+        held = max(1, int(len(shuffled) * settings.val_fraction))
+        val, train = shuffled[:held], shuffled[held:]
+    if settings.train_limit:
+        train = train[: settings.train_limit]
+    if settings.val_limit:
+        val = val[: settings.val_limit]
+    if not train or not val:
+        raise CodepeftError(f"data set {task.name!r} has too few examples to train and validate: add data")
+    return train, val
+
+
+class _Run:
+    """State of one training run (kept in one place so the loop below reads top to bottom)."""
+
+    def __init__(self, model: str, sources: list[tuple[str, float]], method: str, params: dict[str, Any] | None,
+                 output_dir: Path, settings: TrainSettings, data_dir: Path | None) -> None:
+        from codepeft.methods import get_method
+
+        self.method = get_method(method)
+        if self.method.kind != "train":
+            raise CodepeftError(f"method {method!r} is a prompt method, nothing to train: use `codepeft evaluate`")
+        self.params = self.method.params(params)
+        self.model_spec, self.sources, self.settings = model, sources, settings
+        self.output_dir, self.data_dir = Path(output_dir), data_dir
+        self.config = {
+            "model": str(model), "data": [list(s) for s in sources], "method": method,
+            "params": self.params.model_dump(), "settings": settings.model_dump(exclude={"resume", "force"}),
+        }
+
+
+def _check_output(run: _Run) -> bool:
+    """Whether to resume; refuses to mix a different run's checkpoints or to overwrite a finished run."""
+    out = run.output_dir
+    config_path = out / "config.json"
+    if not config_path.exists():
+        return False
+    try:
+        previous = json.loads(config_path.read_text())
+    except json.JSONDecodeError:
+        previous = {}
+    if previous.get("finished") and not run.settings.force:
+        raise CodepeftError(f"{out} holds a finished training run: pass --force to retrain or choose another --output")
+    if run.settings.force or not run.settings.resume:
+        for name in (CHECKPOINTS, ADAPTER, LOG, COSTS):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        return False
+    same = {k: previous.get(k) for k in ("model", "data", "method", "params")} == {
+        k: run.config[k] for k in ("model", "data", "method", "params")
+    }
+    if complete_checkpoints(out / CHECKPOINTS) and not same:
+        raise CodepeftError(
+            f"{out} holds checkpoints of a different run (model, data, method or params differ): "
+            "choose another --output or pass --no-resume to start over"
+        )
+    return True
+
+
+def train(
+    model: str,
+    data: list[str | tuple[str, float]] | str,
+    method: str = "lora",
+    params: dict[str, Any] | None = None,
+    output_dir: Path | str = "runs/train",
+    settings: TrainSettings | None = None,
+    data_dir: Path | str | None = None,
+) -> TrainResult:
+    """Train ``method`` on the training splits of ``data`` (mixed by weight) and keep the best adapter.
+
+    Writes ``adapter/`` (lowest validation loss), ``checkpoints/``, ``costs.json``,
+    ``train_log.jsonl``, ``config.json`` and ``environment.json`` into ``output_dir``; a killed run
+    resumes from its last checkpoint when called again with the same arguments.
+    """
+    settings = settings or TrainSettings()
+    sources = [parse_source(s) for s in ([data] if isinstance(data, str) else data)]
+    if not sources:
+        raise CodepeftError("no data set given: pass --dataset NAME[:WEIGHT]")
+    run = _Run(model, sources, method, params, Path(output_dir), settings, Path(data_dir) if data_dir else None)
+    return _train(run)
+
+
+def _train(run: _Run) -> TrainResult:  # noqa: C901 - the loop reads best in one piece
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    from codepeft.data import get_task
+    from codepeft.home import default_data_dir
+    from codepeft.models import load_model
+    from codepeft.provenance import environment
+
+    settings, method = run.settings, run.method
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if settings.batch_size < world:
+        raise CodepeftError(f"batch_size {settings.batch_size} is smaller than the {world} processes: raise --batch-size")
+    out = run.output_dir
+    resume = _check_output(run) if main else True
+    accelerator.wait_for_everyone()
+    set_seed(settings.seed)
+
+    loaded = load_model(run.model_spec, dtype=settings.dtype, quantization=method.quantization,
+                        threads=settings.threads)
+    data_dir = run.data_dir or default_data_dir()
+    tasks = [get_task(spec, data_dir) for spec, _ in run.sources]
+    train_sets: list[list[Tokenized]] = []
+    val_items: list[Tokenized] = []
+    checksums: dict[str, str] = {}
+    for source, task in enumerate(tasks):
+        train_examples, val_examples = _split_examples(task, settings)
+        train_sets.append(tokenize_all(task, train_examples, loaded, settings.max_length, source))
+        val_items.extend(tokenize_all(task, val_examples, loaded, settings.max_length, source))
+        checksums[f"{run.sources[source][0]}:train"] = task.data_checksum("train")
+    if not all(train_sets) or not val_items:
+        raise CodepeftError("no training example has target tokens left within max_length: raise --max-length")
+
+    causal = loaded.kind == "causal"
+    batching = settings.batching
+    if batching == "packed" and not (causal and method.packs):
+        batching = "grouped"  # virtual tokens / encoder-decoder: one sequence per row
+    model = method.wrap(loaded, run.params)
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    trainable, total = count_parameters(model)
+    model.train()
+
+    weights = [w for _, w in run.sources]
+    sizes = [len(s) for s in train_sets]
+    steps_per_epoch = max(1, math.ceil(sum(sizes) / (settings.batch_size * settings.grad_accum)))
+    total_steps = settings.max_steps or max(1, math.ceil(steps_per_epoch * settings.epochs))
+    eval_every = settings.eval_every or max(1, steps_per_epoch // settings.evals_per_epoch)
+    eval_every = min(eval_every, total_steps)
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=run.params.lr, weight_decay=run.params.weight_decay)
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(run.params.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    # Full fine-tuning keeps fp32 master weights and computes in bf16 where the base would have been
+    # bf16; PEFT methods compute in the base's dtype (peft keeps adapter weights in fp32 itself).
+    autocast_bf16 = method.name == "full" and str(loaded.identity.get("dtype")) == "bfloat16"
+
+    meter = CostMeter(trainable_parameters=trainable, total_parameters=total)
+    state: dict[str, Any] = {"epoch": 0, "batch": 0, "best_val_loss": None, "best_step": None, "bad_evals": 0,
+                             "val_losses": []}
+    step = 0
+    if resume and (checkpoints := complete_checkpoints(out / CHECKPOINTS)):
+        state = load_checkpoint(checkpoints[-1], unwrapped, optimizer, scheduler)
+        step = state["step"]
+        for key in ("tokens_seen", "target_tokens", "processed_tokens", "train_seconds", "steps"):
+            setattr(meter, key, state.get("costs", {}).get(key, 0))
+        meter.previous_wall_seconds = state.get("costs", {}).get("wall_seconds", 0.0)
+
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        with writing(out / "config.json"):
+            from codepeft.generation.records import write_json
+
+            write_json(out / "config.json", {**run.config, "base": loaded.identity, "batching": batching,
+                                             "total_steps": total_steps, "eval_every": eval_every,
+                                             "finished": False})
+            write_json(out / "environment.json", environment(settings.seed, checksums))
+
+    def log(record: dict[str, Any]) -> None:
+        if main:
+            with writing(out / LOG), open(out / LOG, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def forward_sum(items: list[Tokenized]) -> tuple[Any, int]:
+        """Summed loss over the target tokens of ``items`` and their count."""
+        batch = collate(items, batching, causal, loaded.tokenizer.pad_token_id, settings.max_length)
+        count = sum(item.target_tokens(causal) for item in items)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        context = torch.autocast(accelerator.device.type, dtype=torch.bfloat16) if autocast_bf16 else (
+            contextlib.nullcontext())
+        with context:
+            loss = model(**batch).loss
+        meter.processed_tokens += processed_tokens(batch)
+        return loss.float() * count, count
+
+    def shard(items: list[Tokenized]) -> list[Tokenized]:
+        return items[rank::world]
+
+    def validate() -> float:
+        model.eval()
+        totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+        order = sorted(range(len(val_items)), key=lambda i: val_items[i].real_tokens)
+        saved = meter.processed_tokens
+        with torch.no_grad():
+            for start in range(0, len(order), settings.batch_size):
+                local = shard([val_items[i] for i in order[start : start + settings.batch_size]])
+                if local:
+                    loss_sum, count = forward_sum(local)
+                    totals += torch.tensor([float(loss_sum), count], dtype=torch.float64, device=accelerator.device)
+        meter.processed_tokens = saved
+        totals = accelerator.reduce(totals, reduction="sum")
+        model.train()
+        return float(totals[0] / max(totals[1], 1))
+
+    def epoch_items(epoch: int) -> list[list[Tokenized]]:
+        order = epoch_order(sizes, weights, settings.seed, epoch)
+        items = [train_sets[s][i] for s, i in order]
+        return [[items[i] for i in b] for b in plan_batches(items, settings.batch_size, batching,
+                                                             settings.seed + epoch)]
+
+    stopped_early = False
+    epoch, batch_index = state["epoch"], state["batch"]
+    batches = epoch_items(epoch)
+    while step < total_steps and not stopped_early:
+        started = time.perf_counter()
+        micro: list[list[Tokenized]] = []
+        while len(micro) < settings.grad_accum:
+            if batch_index >= len(batches):
+                epoch, batch_index = epoch + 1, 0
+                batches = epoch_items(epoch)
+            micro.append(batches[batch_index])
+            batch_index += 1
+        global_targets = sum(item.target_tokens(causal) for batch in micro for item in batch)
+        step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+        local_tokens = 0
+        for index, batch in enumerate(micro):
+            local = shard(batch)
+            sync = index == len(micro) - 1
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                if local:
+                    loss_sum, _ = forward_sum(local)
+                    local_tokens += sum(item.real_tokens for item in local)
+                else:  # this process has no share of a short last batch; DDP still needs its gradients
+                    loss_sum = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+                # DDP averages gradients over processes; scaling by world makes it the global-token mean
+                accelerator.backward(loss_sum * world / max(global_targets, 1))
+            step_loss += loss_sum.detach().double()
+        if settings.max_grad_norm:
+            accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        reduced = accelerator.reduce(
+            torch.stack([step_loss, torch.tensor(float(local_tokens), dtype=torch.float64, device=step_loss.device)]),
+            reduction="sum")
+        train_loss = float(reduced[0]) / max(global_targets, 1)
+        meter.train_seconds += time.perf_counter() - started
+        meter.tokens_seen += int(reduced[1])
+        meter.target_tokens += global_targets
+        meter.steps = step
+        if step % settings.log_every == 0 or step == 1:
+            log({"step": step, "epoch": epoch, "loss": round(train_loss, 5), "lr": scheduler.get_last_lr()[0],
+                 "tokens": meter.tokens_seen, "seconds": round(meter.train_seconds, 2)})
+        if not math.isfinite(train_loss):
+            raise CodepeftError(f"training diverged at step {step} (loss {train_loss}): lower the learning rate (lr)")
+
+        if step % eval_every == 0 or step == total_steps:
+            val_loss = validate()
+            state["val_losses"].append([step, val_loss])
+            improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
+            log({"step": step, "val_loss": round(val_loss, 5), "best": improved})
+            if improved:
+                state.update(best_val_loss=val_loss, best_step=step, bad_evals=0)
+                if main:
+                    save_adapter(unwrapped, loaded, method.name, run.params.model_dump(), out / ADAPTER,
+                                 {"step": step, "val_loss": val_loss, "data": run.config["data"]})
+            else:
+                state["bad_evals"] += 1
+                patience = settings.early_stopping_patience
+                stopped_early = bool(patience and state["bad_evals"] >= patience)
+            state.update(epoch=epoch, batch=batch_index, costs=meter.summary(world))
+            if main:
+                save_checkpoint(out / CHECKPOINTS, step, unwrapped, optimizer, scheduler, state,
+                                settings.keep_checkpoints)
+            accelerator.wait_for_everyone()
+
+    costs = meter.summary(world)
+    if main:
+        from codepeft.generation.records import write_json
+
+        with writing(out / COSTS):
+            write_json(out / COSTS, {**costs, "method": method.name, "batching": batching,
+                                     "best_val_loss": state["best_val_loss"], "best_step": state["best_step"]})
+            config = json.loads((out / "config.json").read_text())
+            write_json(out / "config.json", {**config, "finished": True, "stopped_early": stopped_early})
+    accelerator.wait_for_everyone()
+    return TrainResult(out, out / ADAPTER, state["best_val_loss"], state["best_step"], step, stopped_early, costs,
+                       [tuple(v) for v in state["val_losses"]])

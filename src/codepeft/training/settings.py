@@ -1,0 +1,48 @@
+"""``TrainSettings``: everything about a training run that is not the method's hyperparameters."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Batching = Literal["packed", "grouped", "dynamic", "fixed"]
+
+
+class TrainSettings(BaseModel):
+    """How to train. ``batch_size`` counts examples per micro-step over all processes together, so the
+    same settings give the same optimisation on 1 or N processes (each takes its share of a batch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: float = Field(1.0, gt=0, description="passes over the training data (ignored when max_steps is set)")
+    max_steps: int | None = Field(None, gt=0, description="optimizer steps to run (overrides epochs)")
+    batch_size: int = Field(8, ge=1, description="examples per micro-step, over all processes")
+    grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step")
+    max_length: int = Field(512, ge=8, description="tokens per example, prompt plus target (longer are cut)")
+    batching: Batching = Field(
+        "packed",
+        description="packed: examples of a batch concatenated in one row, attention kept per example "
+        "(causal models, methods without virtual tokens; otherwise grouped); grouped: similar lengths "
+        "batched together, dynamic padding; dynamic: random order, padding to the longest in the batch; "
+        "fixed: every example padded to max_length (the reference study's way)",
+    )
+    eval_every: int | None = Field(None, gt=0, description="optimizer steps between validations (default: 4 per epoch)")
+    evals_per_epoch: int = Field(4, ge=1)
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="stop after this many validations without improvement"
+    )
+    seed: int = 0
+    train_limit: int | None = Field(None, ge=1, description="use only the first N training examples of each data set")
+    val_limit: int | None = Field(200, ge=1, description="validation examples per data set (None: all)")
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, description="share of the training split held out when a data set has no validation split"
+    )
+    dtype: str = Field("auto", description="base weights: auto (bf16 where the CPU/GPU has it), float32, bfloat16")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: every CPU this process may use)")
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    gradient_checkpointing: bool = False
+    keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept for resuming")
+    log_every: int = Field(10, ge=1)
+    resume: bool = Field(True, description="continue from the last checkpoint in the output directory")
+    force: bool = Field(False, description="retrain over a finished run in the output directory")
