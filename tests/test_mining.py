@@ -16,6 +16,7 @@ from codepeft.errors import CodepeftError
 from codepeft.mining import MineSettings, mine, resolve_target, write_dataset
 from codepeft.mining.dedup import deduplicate
 from codepeft.mining.split import split_by_file
+from codepeft.sandbox import Outcome, build_program, run_program
 
 CORE = '''\
 """Shapes."""
@@ -158,8 +159,8 @@ def test_mining_a_package_gives_exactly_the_expected_examples(package: Path) -> 
                             "summary": "Area of a circle of radius r."}
     assert area["tests"] == {
         "kind": "doctest",
-        "setup": "from __future__ import annotations\nimport math\nfrom collections import OrderedDict",
-        "header": "def area(r: float) -> float:",
+        "setup": "import math\nfrom collections import OrderedDict",
+        "header": "def area(r):",
         "entry_point": "area",
         "doctest": "Area of a circle of radius r.\n\nUses pi from math.\n\n>>> round(area(1.0), 2)\n3.14\n"
                    ">>> area(0)\n0.0",
@@ -224,24 +225,9 @@ def test_split_never_puts_one_file_on_two_sides(tmp_path: Path) -> None:
     assert mapping == {"a": "train", "b": "train"}
 
 
-def run_doctest(tests: dict, candidate: str) -> subprocess.CompletedProcess:
-    """Run a doctest payload on a candidate body in an isolated child process (mined code is untrusted).
-
-    Mirrors the sandbox's doctest kind: setup, then header + indented body, then the doctests
-    against the module's globals. ``codepeft.sandbox`` had no doctest runner when this was written.
-    """
-    program = tests["setup"] + "\n" + tests["header"] + "\n" + textwrap.indent(candidate, "    ") + "\n"
-    runner = textwrap.dedent(f"""\
-        import doctest, sys
-        program = {program!r}
-        globs = {{"__name__": "__mined__"}}
-        exec(compile(program, "<mined>", "exec"), globs)
-        test = doctest.DocTestParser().get_doctest({tests["doctest"]!r}, globs, {tests["entry_point"]!r}, None, 0)
-        runner = doctest.DocTestRunner(verbose=False)
-        runner.run(test)
-        sys.exit(1 if runner.failures or not runner.tries else 0)
-        """)
-    return subprocess.run([sys.executable, "-I", "-c", runner], capture_output=True, text=True, timeout=30)
+def run_doctest(tests: dict, candidate: str) -> Outcome:
+    """Run a doctest payload on a candidate through the sandbox (mined code is untrusted: never in-process)."""
+    return run_program(build_program(candidate, tests), timeout=30)
 
 
 def test_doctests_are_extracted_and_run(package: Path) -> None:
@@ -250,21 +236,22 @@ def test_doctests_are_extracted_and_run(package: Path) -> None:
     assert [r["id"] for r in with_tests] == ["shapes.core.area"]
     tests = with_tests[0]["tests"]
     passed = run_doctest(tests, with_tests[0]["reference"])
-    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert passed.passed, passed.reason + passed.stderr
     failed = run_doctest(tests, "return r * 3")
-    assert failed.returncode == 1 and "Failed example" in failed.stdout
+    assert not failed.passed and "doctest examples failed" in failed.reason
+    whole = run_doctest(tests, "def area(r):\n    return math.pi * r ** 2")
+    assert whole.passed, whole.reason
 
 
 def test_stdlib_doctests_run_on_their_reference() -> None:
-    records, _ = mine("textwrap")
-    dedent = by_id(records)["textwrap.dedent"]
-    assert dedent["meta"]["file"] == "textwrap.py" and dedent["tests"] is None or dedent["tests"]["kind"] == "doctest"
-    records, _ = mine("stdlib")
-    doctested = [r for r in records if r["tests"]]
-    assert len(doctested) > 20
-    # a doctest payload is self-contained for simple pure functions: one known stdlib example passes
-    sample = by_id(doctested).get("fnmatch.filter") or doctested[0]
-    assert sample["tests"]["header"].lstrip().startswith(("def ", "async def "))
+    records, summary = mine("statistics")
+    doctested = by_id([r for r in records if r["tests"]])
+    assert {"statistics.median", "statistics.mode", "statistics.fmean"} <= set(doctested)
+    assert summary.with_doctests == len(doctested)
+    for name in ("statistics.median", "statistics.mode", "statistics.fmean"):
+        result = run_doctest(doctested[name]["tests"], doctested[name]["reference"])
+        assert result.passed, result.reason + result.stderr
+    assert not run_doctest(doctested["statistics.median"]["tests"], "return data[0]").passed
 
 
 def test_mined_task_reads_splits_and_extracts_bodies(package: Path, tmp_path: Path) -> None:
@@ -326,3 +313,12 @@ def test_symlink_loop_inside_a_folder_is_counted_not_followed_forever(package: P
     assert sources.skipped["symlink_loop"] == 1 and sources.skipped["unreadable_or_symlink_loop"] == 1
     records, _ = mine(str(package))
     assert len(records) == 6
+
+
+def test_mined_task_by_registered_name(package: Path) -> None:
+    from codepeft.home import codepeft_home
+
+    records, summary = mine(str(package))
+    write_dataset(records, summary, codepeft_home() / "mined" / "shapes.jsonl")
+    task = get_task("mined:shapes")
+    assert sum(len(task.load(split)) for split in task.splits) == len(records)

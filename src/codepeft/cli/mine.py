@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -29,6 +30,8 @@ def summary_table(summary: MiningSummary) -> Table:
     table.add_row("  near duplicates", str(summary.near_duplicates))
     table.add_row("kept", str(summary.kept), style="bold")
     table.add_row("  with doctests", str(summary.with_doctests))
+    if summary.doctests_failing_on_reference is not None:
+        table.add_row("  doctests dropped: fail on reference", str(summary.doctests_failing_on_reference))
     for name, count in summary.splits.items():
         table.add_row(f"  {name}", f"{count} ({summary.split_files.get(name, 0)} files)")
     table.add_row("seconds", f"{summary.seconds:.2f}")
@@ -37,18 +40,24 @@ def summary_table(summary: MiningSummary) -> Table:
 
 @app.command("mine")
 def mine_command(
-    target: str = typer.Argument(..., help="a folder, .py file, git checkout (tracked files), installed module "
-                                           "(e.g. json) or 'stdlib'"),
-    output: Path = typer.Option(..., "-o", "--output", help="JSONL file to write (summary goes to *.summary.json)"),
-    seed: int = typer.Option(0, help="seed of the split by file"),
-    min_lines: int = typer.Option(2, help="minimum non-blank body lines"),
-    max_lines: int = typer.Option(60, help="maximum non-blank body lines"),
-    near_dup_threshold: float = typer.Option(0.9, help="token 3-gram Jaccard for near duplicates (>1 disables)"),
-    split: str = typer.Option("0.8,0.1,0.1", help="train,validation,test fractions (of functions, whole files)"),
-    include_tests: bool = typer.Option(False, "--include-tests", help="keep test files and test_* functions"),
-    include_private: bool = typer.Option(False, "--include-private", help="keep _private functions and modules"),
-    workers: int = typer.Option(2, help="processes parsing files"),
-    force: bool = typer.Option(False, "--force", help="overwrite an existing output file"),
+    target: Annotated[str, typer.Argument(help="a folder, .py file, git checkout (tracked files), installed module "
+                                               "(e.g. json) or 'stdlib'")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="JSONL file to write (summary: *.summary.json)")],
+    seed: Annotated[int, typer.Option(help="seed of the split by file")] = 0,
+    min_lines: Annotated[int, typer.Option(help="minimum non-blank body lines")] = 2,
+    max_lines: Annotated[int, typer.Option(help="maximum non-blank body lines")] = 60,
+    near_dup_threshold: Annotated[float, typer.Option(help="token 3-gram Jaccard for near duplicates "
+                                                           "(>1 disables)")] = 0.9,
+    split: Annotated[str, typer.Option(help="train,validation,test fractions (of functions; whole files)")]
+    = "0.8,0.1,0.1",
+    include_tests: Annotated[bool, typer.Option("--include-tests", help="keep test files and test_* functions")]
+    = False,
+    include_private: Annotated[bool, typer.Option("--include-private", help="keep _private functions and modules")]
+    = False,
+    workers: Annotated[int, typer.Option(help="processes parsing files")] = 2,
+    verify_doctests: Annotated[bool, typer.Option("--verify-doctests", help="run doctests on the references in "
+                                                  "the sandbox; keep only those that pass")] = False,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing output file")] = False,
 ) -> None:
     """Mine documented functions of Python sources into train/validation/test examples (never imports them)."""
     if output.exists() and not force:
@@ -56,7 +65,8 @@ def mine_command(
     try:
         settings = MineSettings(seed=seed, min_lines=min_lines, max_lines=max_lines,
                                 near_dup_threshold=near_dup_threshold, split=parse_fractions(split),
-                                include_tests=include_tests, include_private=include_private, workers=workers)
+                                include_tests=include_tests, include_private=include_private, workers=workers,
+                                verify_doctests=verify_doctests)
     except ValidationError as err:
         first = err.errors()[0]
         name = str(first["loc"][0]).replace("_", "-") if first["loc"] else "option"

@@ -78,8 +78,10 @@ class MinedTask(Task):
                         continue
                     try:
                         record = json.loads(line)
-                        record["id"], record["intent"], record["reference"]  # noqa: B018 - required keys
-                    except (json.JSONDecodeError, KeyError, TypeError) as err:
+                        missing = {"id", "intent", "reference"} - set(record)
+                        if missing:
+                            raise KeyError(", ".join(sorted(missing)))
+                    except (json.JSONDecodeError, KeyError, TypeError) as err:  # TypeError: not an object
                         raise CodepeftError(f"{path} line {number} is not a mined example ({err}): "
                                             "regenerate it with `codepeft mine`") from err
                     records.append(record)

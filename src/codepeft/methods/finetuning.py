@@ -39,7 +39,7 @@ class LoraParams(TrainParams):
 
 class IA3Params(TrainParams):
     lr: float = Field(3e-3, gt=0)
-    targets: TargetRole | list[str] = Field(
+    targets: Literal["attention+feedforward", "attention", "mlp", "all-linear"] | list[str] = Field(
         "attention+feedforward", description="the IA3 paper's keys, values and feed-forward output, or module names"
     )
 
@@ -172,6 +172,21 @@ class QLora4bit(_QLora):
     name = "qlora-4bit"
     description = "LoRA on a base quantised to 4-bit NF4 with double quantization (bitsandbytes)."
     quantization = "4bit"
+
+    def check_supported(self, loaded):
+        super().check_supported(loaded)
+        import torch
+
+        if torch.cuda.is_available():
+            return
+        # bitsandbytes' CPU kernels repack weights in blocks of 64 input features
+        narrow = sorted({m.in_features for m in loaded.model.modules()
+                         if type(m).__name__ == "Linear4bit" and m.in_features % 64})
+        if narrow:
+            raise CodepeftError(
+                f"method 'qlora-4bit' cannot run on this CPU for this model: bitsandbytes' CPU path needs layer "
+                f"widths divisible by 64 (found {narrow}); use qlora-8bit or lora, or a GPU"
+            )
 
 
 @register_method

@@ -32,7 +32,8 @@ def drop_reason(candidate: Candidate, file: FileResult, settings: FilterSettings
         return "undocumented"
     if file.generated:
         return "generated_file"
-    if not settings.include_tests and (file.is_test_file or candidate.name.startswith("test_") or candidate.name == "test"):
+    is_test = file.is_test_file or candidate.name.startswith("test_") or candidate.name == "test"
+    if not settings.include_tests and is_test:
         return "test"
     if not settings.include_private and is_private(candidate):
         return "private"

@@ -33,6 +33,8 @@ class MineSettings(FilterSettings):
                                                              "is a near duplicate; above 1 disables")
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     workers: int = Field(2, ge=1)
+    verify_doctests: bool = Field(False, description="run each doctest on its reference in the sandbox and keep "
+                                                      "only those that pass (opt-in: it runs the mined code)")
 
 
 @dataclass
@@ -53,6 +55,7 @@ class MiningSummary:
     near_duplicates: int = 0
     kept: int = 0
     with_doctests: int = 0
+    doctests_failing_on_reference: int | None = None  # only counted with verify_doctests
     splits: dict[str, int] = field(default_factory=dict)
     split_files: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -84,9 +87,19 @@ def read_files(sources: SourceSet, workers: int) -> list[FileResult]:
     """Parse every file, in a pool of ``workers`` processes for large targets; input order is kept."""
     jobs = [(path, sources.root) for path in sources.files]
     if workers <= 1 or len(jobs) < _POOL_MIN_FILES:
-        return [extract_file(path, root) for path, root in jobs]
-    with multiprocessing.get_context("fork").Pool(min(workers, os.cpu_count() or 1)) as pool:
-        return pool.starmap(extract_file, jobs, chunksize=8)
+        return [_extract_or_report(path, root) for path, root in jobs]
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    with multiprocessing.get_context(method).Pool(min(workers, os.cpu_count() or 1)) as pool:
+        return pool.starmap(_extract_or_report, jobs, chunksize=8)
+
+
+def _extract_or_report(path: Path, root: Path) -> FileResult:
+    """``extract_file``, with any unforeseen failure on one odd file reported as a skip, not a traceback."""
+    try:
+        return extract_file(path, root)
+    except Exception as err:  # one strange file must not end a run over thousands
+        relpath = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        return FileResult(str(path), relpath, "", skipped="failed", detail=f"{type(err).__name__}: {err}")
 
 
 def mine(target: str, settings: MineSettings | None = None) -> tuple[list[dict[str, Any]], MiningSummary]:
@@ -101,7 +114,8 @@ def mine(target: str, settings: MineSettings | None = None) -> tuple[list[dict[s
                             settings=settings.model_dump())
     skipped: Counter[str] = Counter(sources.skipped)
     if not sources.files:
-        raise CodepeftError(f"no Python files found in {target!r}"
+        where = "tracked by git in" if sources.kind == "git" else "found in"
+        raise CodepeftError(f"no Python files {where} {target!r}"
                             + (f" ({sum(skipped.values())} unreadable entries or symlink loops skipped)"
                                if skipped else "")
                             + ": point codepeft mine at a folder, git checkout or package with .py files")
@@ -145,12 +159,32 @@ def mine(target: str, settings: MineSettings | None = None) -> tuple[list[dict[s
                   "summary": candidate.summary},
         )
         records.append({**example.to_dict(), "split": mapping[file.relpath]})
+    if settings.verify_doctests:
+        summary.doctests_failing_on_reference = verify_doctests(records)
     summary.kept = len(records)
     summary.with_doctests = sum(1 for r in records if r["tests"])
     summary.splits = {name: sum(1 for r in records if r["split"] == name) for name in SPLIT_NAMES}
     summary.split_files = {name: sum(1 for s in mapping.values() if s == name) for name in SPLIT_NAMES}
     summary.seconds = round(time.perf_counter() - started, 3)
     return records, summary
+
+
+def verify_doctests(records: list[dict[str, Any]], timeout: float = 10.0) -> int:
+    """Run every doctest on its own reference in the sandbox; drop the tests of those that fail (in place).
+
+    Many docstring examples are illustrations that need module-level helpers or state; a test the
+    reference itself fails would only add noise to pass@k.
+    """
+    from codepeft.sandbox import build_program, run_many
+
+    tested = [record for record in records if record["tests"]]
+    outcomes = run_many([build_program(r["reference"], r["tests"]) for r in tested], timeout=timeout)
+    failing = 0
+    for record, outcome in zip(tested, outcomes, strict=True):
+        if not outcome.passed:
+            record["tests"] = None
+            failing += 1
+    return failing
 
 
 def summary_path(output: Path) -> Path:

@@ -174,7 +174,7 @@ def _module_license(top: str, root: Path) -> str | None:
             for file in metadata.distribution(dist_name).files or []:
                 if Path(file.name).stem.upper() in {"LICENSE", "LICENCE", "COPYING"}:
                     return str(Path(file.locate()).resolve())
-    except Exception:  # noqa: BLE001 - broken metadata must not stop mining; fall back to a file search
+    except Exception:  # broken metadata must not stop mining; fall back to a file search
         pass
     return find_license(root)
 

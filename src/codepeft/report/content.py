@@ -15,6 +15,7 @@ from typing import Any
 
 from codepeft.generation.records import GENERATIONS, read_generations
 from codepeft.study.results import BASELINE_METHOD, Study, leaderboard, load_study_dir, write_results
+from codepeft.study.runs import short_dataset, short_model
 
 MAIN_METRICS = ("pass@1", "em@1", "codebleu", "bleu", "chrf")
 
@@ -31,7 +32,7 @@ class Panel:
 
     @property
     def title(self) -> str:
-        return f"{self.dataset} · {self.model}"
+        return f"{short_dataset(self.dataset)} · {short_model(self.model)}"
 
 
 @dataclass

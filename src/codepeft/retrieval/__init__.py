@@ -64,11 +64,34 @@ def mask(scores: np.ndarray, exclude: Sequence[set[int]]) -> np.ndarray:
 
 
 def top_k(scores: np.ndarray, k: int, exclude: Sequence[set[int]] | None = None) -> list[list[int]]:
-    """Indices of the ``k`` best columns per row, best first, ties to the lower index, skipping excluded."""
-    if exclude is not None:
+    """Indices of the ``k`` best columns per row, best first, ties to the lower index, skipping excluded.
+
+    Equal to a full stable sort, but partitions first: only rows whose k-th best score is tied with
+    a score outside the top k need the per-row tie-break.
+    """
+    if exclude is not None and any(exclude):
         scores = mask(scores, exclude)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return [[int(i) for i in row if np.isfinite(scores[r, i])] for r, row in enumerate(order)]
+    n_rows, size = scores.shape
+    k = min(k, size)
+    if k == 0:
+        return [[] for _ in range(n_rows)]
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(scores, part, axis=1)
+    kth = values.min(axis=1)
+    # lexsort's last key is primary: score descending, then index ascending.
+    order = np.lexsort((part, -values), axis=1)
+    best = np.take_along_axis(part, order, axis=1)
+    tied_outside = (scores >= kth[:, None]).sum(axis=1) > k
+    found: list[list[int]] = []
+    for r in range(n_rows):
+        row = scores[r]
+        if tied_outside[r]:
+            candidates = np.flatnonzero(row >= kth[r])
+            chosen = candidates[np.lexsort((candidates, -row[candidates]))][:k]
+        else:
+            chosen = best[r]
+        found.append([int(i) for i in chosen if np.isfinite(row[i])])
+    return found
 
 
 def retrieve(

@@ -63,11 +63,21 @@ class BM25Index:
         )
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
-        """``(len(queries), size)`` BM25 scores."""
+        """``(len(queries), size)`` BM25 scores: one sparse product of query-term counts and the index."""
+        from scipy.sparse import csr_matrix
+
         vocab = self.engine.vocab_dict
-        out = np.zeros((len(queries), self.size), dtype=np.float32)
+        rows, cols = [], []
         for row, query in enumerate(queries):
             ids = [vocab[w] for w in tokenize(query) if w in vocab]
-            if ids:
-                out[row] = self.engine.get_scores_from_ids(ids)
-        return out
+            rows.extend([row] * len(ids))
+            cols.extend(ids)
+        stored = self.engine.scores  # per token, the BM25 weight of every document containing it
+        term_doc = csr_matrix(
+            (stored["data"], stored["indices"], stored["indptr"]), shape=(len(stored["indptr"]) - 1, self.size)
+        )
+        # A word repeated in the query counts once per occurrence, as in bm25s and rank_bm25.
+        query_term = csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(queries), term_doc.shape[0])
+        )
+        return np.asarray((query_term @ term_doc).todense(), dtype=np.float32)

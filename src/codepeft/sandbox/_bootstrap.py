@@ -1,24 +1,26 @@
-"""Runs first inside the sandbox's namespaces, then replaces itself with the program (stdlib only).
+"""Runs first inside the sandbox's namespaces, then runs the program in a forked child (stdlib only).
 
-Started as ``python -I -S _bootstrap.py SPEC_JSON`` by ``unshare`` (new user, mount, PID and network
+Started as ``python -I _bootstrap.py SPEC_JSON`` by ``unshare`` (new user, mount, PID and network
 namespaces). As root of the fresh user namespace it makes every mount read-only except the work
 directory, hides the home directories behind empty tmpfs mounts, then enters a nested user namespace
-so the program, after ``exec``, holds no capabilities and cannot undo those mounts. Resource limits
-are set last, then the program is exec'd. Any step the kernel refuses is reported on stderr as a
-``codepeft-sandbox:`` line and the run goes on with what did work.
+(whose copies of those mounts are locked) and sets resource limits. It then forks: the child drops
+every capability and runs the program; this process waits as its parent and the namespace's init.
+Any step the kernel refuses is reported on stderr as a ``codepeft-sandbox:`` line and the run goes
+on with what did work.
 """
 
 import ctypes
 import json
 import os
 import resource
-import signal
+import runpy
 import sys
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 32, 1024, 2048, 4096, 16384
 MS_PRIVATE, MS_RELATIME = 1 << 18, 1 << 21
 CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
+PR_SET_NO_NEW_PRIVS = 38
 KEEP_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
               "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
 LIMITS = {"cpu": resource.RLIMIT_CPU, "as": resource.RLIMIT_AS, "nproc": resource.RLIMIT_NPROC,
@@ -104,21 +106,42 @@ def main():
     for name, value in spec.get("limits", {}).items():
         if value is not None:
             try:
-                resource.setrlimit(LIMITS[name], (value, value))
+                # CPU: SIGXCPU at the soft limit names the cause; SIGKILL a second later if ignored.
+                resource.setrlimit(LIMITS[name], (value, value + 1 if name == "cpu" else value))
             except (ValueError, OSError) as err:
                 warn(f"limit {name}={value} not set: {err}")
-    argv = spec["argv"]
-    if spec.get("guard_parent"):
-        # Without a PID namespace the program's parent would be codepeft itself: put this small
-        # process in between, so "kill my parent" hits it rather than the evaluator.
-        child = os.fork()
-        if child:
-            _, status = os.waitpid(child, 0)
-            if os.WIFSIGNALED(status):
-                signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-                os.kill(os.getpid(), os.WTERMSIG(status))
-            os._exit(os.WEXITSTATUS(status))
-    os.execve(argv[0], argv, spec["env"])
+    # This process stays in between as the program's parent (and, with namespaces, the namespace's
+    # init): "kill my parent" hits it rather than codepeft, and it reports how the program ended,
+    # which unshare's own exit status does not say reliably for signals.
+    child = os.fork()
+    if child:
+        _, status = os.waitpid(child, 0)
+        if os.WIFSIGNALED(status):
+            warn(f"signal {os.WTERMSIG(status)}")
+            os._exit(128 + os.WTERMSIG(status))
+        os._exit(os.WEXITSTATUS(status))
+    drop_capabilities()
+    # The program runs in this (forked) interpreter, as ``python -I main.py`` would run it: this saves
+    # starting a second interpreter per program. An uncaught exception prints its traceback and exits 1.
+    sys.argv = [spec["script"]]
+    sys.path[0] = workdir
+    runpy.run_path(spec["script"], run_name="__main__")
+
+
+def drop_capabilities():
+    """No capabilities, and none to gain through set-uid programs."""
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        warn("could not set no_new_privs")
+    if libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()) != 0:
+        warn(f"could not drop capabilities: {os.strerror(ctypes.get_errno())}")
 
 
 main()

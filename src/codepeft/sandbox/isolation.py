@@ -2,14 +2,15 @@
 
 The preferred mode, ``namespaces``, starts each program under ``unshare`` in fresh user, mount, PID and
 network namespaces; ``_bootstrap.py`` then locks the filesystem read-only except the work directory,
-hides the home directories and drops every capability before exec'ing the program. Killing the
-``unshare`` process kills the namespace's init, and the kernel then kills every process left in that
-namespace (daemons and double-forked grandchildren included).
+hides the home directories, drops every capability and runs the program in a forked child. It stays
+as the program's parent, so "kill my parent" never reaches codepeft. Killing the ``unshare`` process
+kills the namespace's init, and the kernel then kills every process left in that namespace (daemons
+and double-forked grandchildren included).
 
-Where ``unshare`` is missing or refused (no user namespaces), the ``rlimits`` mode runs the program
-in its own session with the same resource limits and a guard process between it and codepeft, and
-cleans up escaped processes by the sandbox id in their environment. It cannot stop network access or
-writes outside the work directory, so it is announced with a logged warning.
+Where ``unshare`` is missing or refused (no user namespaces), the ``rlimits`` mode runs the same
+bootstrap in its own session with the same resource limits, and cleans up escaped processes by the
+sandbox id in their environment. It cannot stop network access or writes outside the work directory,
+so it is announced with a logged warning.
 """
 
 from __future__ import annotations
@@ -85,9 +86,13 @@ def _keep_paths() -> list[str]:
     return sorted(str(Path(p).resolve()) for p in paths)
 
 
+HIDE_ENV = "CODEPEFT_SANDBOX_HIDE"
+
+
 def _hidden_paths() -> list[str]:
-    homes = {str(Path.home()), "/root", "/home"}
-    return sorted(h for h in homes if Path(h).is_dir())
+    """Home directories, plus any listed in ``$CODEPEFT_SANDBOX_HIDE`` (separated by ``:``)."""
+    paths = {str(Path.home()), "/root", "/home", *filter(None, os.environ.get(HIDE_ENV, "").split(os.pathsep))}
+    return sorted(p for p in paths if Path(p).exists())
 
 
 @dataclass(frozen=True)
@@ -95,26 +100,27 @@ class LaunchSpec:
     """What ``_bootstrap.py`` reads (as JSON) to set up the sandbox and exec the program."""
 
     workdir: str
-    argv: list[str]
-    env: dict[str, str]
+    script: str
     limits: dict[str, int | None]
     lock_filesystem: bool
-    guard_parent: bool
     hide: list[str]
     keep: list[str]
 
 
-def launch_command(mode: Mode, workdir: Path, argv: list[str], env: dict[str, str], limits: Limits) -> list[str]:
-    """The command line that runs ``argv`` sandboxed in ``workdir`` under ``mode``."""
+def launch_command(mode: Mode, workdir: Path, script: str, limits: Limits) -> list[str]:
+    """The command line that runs the Python file ``script`` sandboxed in ``workdir`` under ``mode``.
+
+    Start it with ``sandbox_env(...)`` as its whole environment.
+    """
     import json
 
     namespaced = mode == "namespaces"
     spec = LaunchSpec(
-        workdir=str(Path(workdir).resolve()), argv=argv, env=env, limits=limits.rlimits(),
-        lock_filesystem=namespaced, guard_parent=not namespaced,
+        workdir=str(Path(workdir).resolve()), script=script, limits=limits.rlimits(),
+        lock_filesystem=namespaced,
         hide=_hidden_paths() if namespaced else [], keep=_keep_paths(),
     )
-    bootstrap = [sys.executable, "-I", "-S", str(BOOTSTRAP), json.dumps(asdict(spec))]
+    bootstrap = [sys.executable, "-I", str(BOOTSTRAP), json.dumps(asdict(spec))]
     if namespaced:
         return [shutil.which("unshare") or "unshare", *UNSHARE_FLAGS, *bootstrap]
     return bootstrap

@@ -15,7 +15,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -137,13 +136,14 @@ def run_program(program: Program, *, timeout: float = 10.0, limits: Limits | Non
         os.set_blocking(status_read, False)
         env = sandbox_env({NONCE_ENV: nonce, STATUS_FD_ENV: str(status_write), SANDBOX_ID_ENV: sandbox_id,
                            "HOME": str(workdir), "TMPDIR": str(workdir)})
-        command = launch_command(mode, workdir, [sys.executable, "-I", "main.py"], env, limits)
+        command = launch_command(mode, workdir, "main.py", limits)
         timed_out = False
         with open(private / "stdin", "rb") as stdin, open(private / "stdout", "wb") as stdout, \
                 open(private / "stderr", "wb") as stderr:
             try:
                 proc = subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=stderr, cwd=workdir,
-                                        start_new_session=True, pass_fds=(status_write,), close_fds=True)
+                                        start_new_session=True, pass_fds=(status_write,), close_fds=True,
+                                        env=env)
             finally:
                 os.close(status_write)
             try:
@@ -169,6 +169,10 @@ def run_program(program: Program, *, timeout: float = 10.0, limits: Limits | Non
         err_full = _read_capped(private / "stderr", limits.output_bytes)
         notices = tuple(line[len(NOTICE):] for line in err_full.splitlines() if line.startswith(NOTICE))
         err = "\n".join(line for line in err_full.splitlines() if not line.startswith(NOTICE))
+        for notice in notices:
+            if notice.startswith("signal "):
+                returncode = -int(notice.split()[1])
+        notices = tuple(n for n in notices if not n.startswith("signal "))
         if timed_out:
             status, reason = "timed out", f"wall-clock time-out after {timeout:g} s"
         else:

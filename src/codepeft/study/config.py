@@ -30,7 +30,10 @@ class DatasetSpec(StrictModel):
 
     task: str = Field(description="task name or name:PATH, as `codepeft datasets` lists them")
     train_split: str = "train"
-    validation_split: str | None = Field("validation", description="validation split for training (None: none)")
+    validation_split: str | None = Field(
+        None, description="validation split for training (None: the task's 'validation' split if it has one, "
+        "else a held-out share of the training split)"
+    )
     test_split: str = "test"
     pool_split: str | None = Field(None, description="where ICL/RAG draw demonstrations from (default: train_split)")
     options: dict[str, Any] = Field(default_factory=dict, description="task options (e.g. path for jsonl)")

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from codepeft.study.runner import RunEvent
-from codepeft.study.runs import RunSpec
+from codepeft.study.runs import RunSpec, short_dataset, short_model
 
 STYLES = {"queued": "dim", "training": "yellow", "generating": "cyan", "scoring": "magenta", "done": "green",
           "failed": "bold red"}
@@ -55,6 +55,8 @@ class StudyProgress:
             self.live.update(self.render(), refresh=True)
             self.live.__exit__(*exc)
             self.live = None
+            if not self.console.is_terminal:
+                self.console.line()  # a non-terminal Live leaves the last line open
 
     def __call__(self, event: RunEvent) -> None:
         line = self.lines.setdefault(event.spec.run_id, RunLine(event.spec))
@@ -94,7 +96,7 @@ class StudyProgress:
                 status.append(f": {line.error[:80]}", style="red")
             elapsed = line.elapsed if line.elapsed is not None else (
                 time.monotonic() - line.started if line.started is not None else None)
-            table.add_row(spec.model if len(spec.model) < 30 else "…" + spec.model[-28:], spec.dataset.spec.task,
+            table.add_row(short_model(spec.model), short_dataset(spec.dataset.spec.task),
                           spec.arm, str(spec.seed), status, _duration(elapsed),
                           "" if line.score is None else f"{line.score:.1f}")
         counts = {s: sum(1 for ln in self.lines.values() if ln.status == s) for s in STYLES}

@@ -63,7 +63,7 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return f"{short_model(self.model)} · {self.dataset.spec.task} · {self.arm} · s{self.seed}"
+        return f"{short_model(self.model)} · {short_dataset(self.dataset.spec.task)} · {self.arm} · s{self.seed}"
 
     def index_entry(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "dir": f"runs/{self.dirname}", "model": self.model,
@@ -82,6 +82,12 @@ def slug(text: str) -> str:
 
 def short_model(spec: str) -> str:
     return Path(spec.rstrip("/")).name if ("/" in spec or "\\" in spec) else spec
+
+
+def short_dataset(task: str) -> str:
+    """``jsonl:/long/path/data.jsonl`` -> ``jsonl:data.jsonl`` (plain names stay as they are)."""
+    name, sep, arg = task.partition(":")
+    return f"{name}:{Path(arg).name}" if sep else task
 
 
 def run_key(spec: RunSpec) -> dict[str, Any]:
@@ -192,6 +198,9 @@ def plan_runs(config: StudyConfig, data_dir: Path | None = None, check_models: b
             for seed in config.seeds:
                 for arm, (method, params) in methods.items():
                     training = _training(config, arm, seed) if method.kind == "train" else None
+                    if "seed" in method.Params.model_fields and "seed" not in config.arms[arm].params:
+                        # a seeded prompt method (ICL's random draw) follows the study's seed
+                        params = method.params({**config.arms[arm].params, "seed": seed}).model_dump(mode="json")
                     spec = RunSpec(model, dataset, arm, method.name, method.kind, params, training,
                                    config.generation_for(arm, seed), seed, config.limits.test_size)
                     spec.key = run_key(spec)

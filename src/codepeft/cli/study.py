@@ -1,0 +1,85 @@
+"""``codepeft study [FILE] [key=value ...]``: run every arm of a study and print its leaderboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from codepeft.cli.app import app, console, out
+from codepeft.errors import CodepeftError
+
+DEFAULT_OUT = Path("codepeft-studies")
+
+
+def split_arguments(arguments: list[str]) -> tuple[str | None, list[str]]:
+    """The study file (the one argument without ``=``, if any) and the ``key=value`` overrides."""
+    files = [a for a in arguments if "=" not in a]
+    overrides = [a for a in arguments if "=" in a]
+    if len(files) > 1:
+        raise CodepeftError(f"more than one study file given ({', '.join(files)}): "
+                            "pass one FILE, then key=value overrides")
+    return (files[0] if files else None), overrides
+
+
+COMPACT = ("#", "arm", "trainable params", "peak mem (MiB)", "train (s)", "generate (s)")
+
+
+def print_leaderboard(data: object) -> None:
+    """A terminal-width leaderboard per panel: primary metric with CI, Δ vs zero-shot, main costs."""
+    from rich.table import Table
+
+    for panel in data.panels:  # type: ignore[attr-defined]
+        keep = [i for i, c in enumerate(panel.columns) if c in COMPACT or c.startswith(panel.primary) or
+                c.startswith("Δ")]
+        table = Table(title=panel.title, title_justify="left")
+        for i in keep:
+            column = panel.columns[i]
+            table.add_column(column, justify="left" if column == "arm" else "right", no_wrap=column == "arm",
+                             overflow="fold")
+        for row in panel.rows:
+            table.add_row(*(row[i] for i in keep))
+        out.print(table)
+
+
+@app.command()
+def study(
+    arguments: Annotated[list[str] | None, typer.Argument(
+        metavar="[FILE] [KEY=VALUE]...",
+        help="a study YAML file (default: the packaged default study), then overrides such as "
+             "limits.test_size=10 or arms.lora.params.r=8",
+    )] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="study directory (default: codepeft-studies/<study name>)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="redo every run, even finished ones")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="local data sets directory")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate the study and list its runs")] = False,
+) -> None:
+    """Compare zero-shot, ICL, RAG and fine-tuning arms on the same models and data, with costs and CIs."""
+    from codepeft.report import build_reports
+    from codepeft.study.config import load_study
+    from codepeft.study.progress import StudyProgress
+    from codepeft.study.runner import StudyRunner
+
+    path, overrides = split_arguments(arguments or [])
+    config = load_study(path, overrides)
+    study_dir = out_dir or DEFAULT_OUT / config.name
+    progress = StudyProgress(console, title=f"study {config.name} → {study_dir}")
+    runner = StudyRunner(config, study_dir, force=force, data_dir=data_dir, on_event=progress)
+    if dry_run:
+        for spec in runner.runs:
+            state = "done" if (runner.run_dir(spec) / "run.json").exists() else "new"
+            out.print(f"{spec.label}  ({state})  {runner.run_dir(spec)}", markup=False, highlight=False, soft_wrap=True)
+        return
+    with progress:
+        outcome = runner.run()
+    reports = build_reports(study_dir)
+    print_leaderboard(reports.data)
+    if outcome.failed:
+        console.print(f"[yellow]{len(outcome.failed)} of {len(outcome.runs)} runs failed[/]: see the table above "
+                      f"and {reports.markdown}")
+    out.print(f"report: {reports.html.resolve()}", highlight=False, soft_wrap=True)
+    out.print(f"results: {reports.csv.resolve()}", highlight=False, soft_wrap=True)
+    if outcome.failed:
+        raise typer.Exit(1)

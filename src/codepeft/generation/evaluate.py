@@ -1,0 +1,251 @@
+"""One arm on one data set: prompts from a prompt method, batched generation, a resumable run directory.
+
+The run directory holds ``config.json`` (everything that decides the output: model identity,
+task, split, method and its parameters, generation settings, seed, data checksums),
+``environment.json`` (package versions, machine, git commit) and ``generations.jsonl``, appended
+batch by batch so a killed run keeps its finished examples and resumes where it stopped.
+Scoring is a separate step over this directory (``codepeft score``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from codepeft.data.base import Example, Task, get_task
+from codepeft.data.postprocess import cut_at_stop
+from codepeft.errors import CodepeftError
+from codepeft.generation.generate import Generated, generate, stop_strings
+from codepeft.generation.records import (
+    CONFIG,
+    ENVIRONMENT,
+    GENERATIONS,
+    append_generations,
+    read_generations,
+    read_json,
+    write_json,
+)
+from codepeft.generation.settings import GenerationSettings
+from codepeft.models.loading import LoadedModel, load_model
+
+#: Evaluation decodes in fp32 by default: in bf16, batched greedy output differs from batch-of-one
+#: output on about half of CoNaLa prompts (see docs/generation.md), so results would depend on the batch size.
+DEFAULT_EVAL_DTYPE = "float32"
+ProgressCallback = Callable[[int, int], None]
+
+
+def _request(model_spec: str, task_spec: str, split: str, method: str, params: dict[str, Any],
+             settings: GenerationSettings, limit: int | None, adapter: str | None, pool_split: str | None,
+             dtype: str) -> dict[str, Any]:
+    """What the user asked for: a run directory is resumed only when this is unchanged."""
+    generation = settings.model_dump()
+    generation.pop("batch_size")  # decides speed only (fp32 batched greedy == batch-of-one)
+    if settings.strategy == "sample":
+        generation["batch_size"] = settings.batch_size  # the seed is applied per batch
+    return {"model": model_spec, "task": task_spec, "split": split, "method": method, "method_params": params,
+            "generation": generation, "limit": limit, "adapter": adapter, "pool_split": pool_split, "dtype": dtype}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [k for k in keys if json.dumps(old.get(k), sort_keys=True, default=str) !=
+            json.dumps(new.get(k), sort_keys=True, default=str)]
+
+
+def _prepare_run_dir(run_dir: Path, request: dict[str, Any], ids: Sequence[str], force: bool) -> set[str]:
+    """Ids already generated for this exact request; wipes or refuses a run with another request."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    generations = run_dir / GENERATIONS
+    config_path = run_dir / CONFIG
+    if not generations.exists():
+        return set()
+    if config_path.exists():
+        existing = read_json(config_path).get("request", {})
+        changed = _differences(existing, request)
+    else:
+        changed = ["config.json (missing)"]
+    if changed and not force:
+        raise CodepeftError(
+            f"run directory {run_dir} holds a run with a different config ({', '.join(changed)}): "
+            "pass --force to overwrite it or choose another --run-dir"
+        )
+    if changed:
+        generations.unlink()
+        (run_dir / "metrics.json").unlink(missing_ok=True)
+        return set()
+    loaded = read_generations(generations) if generations.stat().st_size else None
+    records = loaded.records if loaded else []
+    wanted = set(ids)
+    kept = [r for r in records if r["id"] in wanted]
+    if loaded is not None and (loaded.truncated or len(kept) != len(records)):
+        _rewrite(generations, kept)  # a killed run's half line must not sit in the middle of the file
+    return {r["id"] for r in kept}
+
+
+def _rewrite(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _in_query_order(run_dir: Path, ids: Sequence[str]) -> None:
+    """Put the finished file in data-set order (batches finish longest prompt first)."""
+    path = run_dir / GENERATIONS
+    records = {r["id"]: r for r in read_generations(path).records}
+    _rewrite(path, [records[i] for i in ids if i in records])
+
+
+def _resolve_task(task: str | Task, data_dir: Path | str | None) -> tuple[Task, str]:
+    if isinstance(task, Task):
+        return task, task.name
+    return get_task(task, data_dir), task
+
+
+def evaluate(
+    model: str | LoadedModel,
+    task: str | Task,
+    *,
+    split: str = "test",
+    method: str = "zero-shot",
+    method_params: dict[str, Any] | None = None,
+    settings: GenerationSettings | None = None,
+    run_dir: Path | str,
+    limit: int | None = None,
+    adapter: str | Path | None = None,
+    data_dir: Path | str | None = None,
+    pool_split: str = "train",
+    force: bool = False,
+    dtype: str = DEFAULT_EVAL_DTYPE,
+    threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Generate for ``task``'s ``split`` with a prompt ``method`` and write/resume the run directory."""
+    from codepeft.methods import get_method
+    from codepeft.methods.prompting import build_prompts
+    from codepeft.provenance import environment
+
+    settings = settings or GenerationSettings()
+    run_dir = Path(run_dir).expanduser()
+    if limit is not None and limit < 1:
+        raise CodepeftError(f"limit must be at least 1 (got {limit}): pass a positive --limit")
+    task_obj, task_spec = _resolve_task(task, data_dir)
+    task_obj.check_split(split)
+    arm = get_method(method)
+    if arm.kind != "prompt":
+        raise CodepeftError(
+            f"method {method!r} trains a model: run `codepeft train --method {method}` and evaluate with --adapter DIR"
+        )
+    params = arm.params(method_params)
+    queries: list[Example] = task_obj.load(split)
+    if limit is not None:
+        queries = queries[:limit]
+    if not queries:
+        raise CodepeftError(f"data set {task_spec!r} split {split!r} has no examples: choose another split")
+    ids = [q.id for q in queries]
+    zero_shot = method == "zero-shot"
+    model_spec = model.identity.get("spec", "?") if isinstance(model, LoadedModel) else str(model)
+    request = _request(model_spec, task_spec, split, method, params.model_dump(mode="json"), settings, limit,
+                       str(adapter) if adapter else None, None if zero_shot else pool_split, dtype)
+    done = _prepare_run_dir(run_dir, request, ids, force)
+    todo = [q for q in queries if q.id not in done]
+    if not todo and (run_dir / CONFIG).exists():
+        if progress:
+            progress(len(queries), len(queries))
+        return run_dir
+
+    if isinstance(model, LoadedModel):
+        loaded = model
+        if adapter is not None:
+            from codepeft.models.loading import _attach
+
+            loaded = _attach(loaded, adapter, merge=False)
+    else:
+        loaded = load_model(model, dtype=dtype, adapter=adapter, threads=threads)
+
+    checksums = {f"{task_spec}:{split}": task_obj.data_checksum(split)}
+    pool: list[Example] = []
+    if not zero_shot:
+        task_obj.check_split(pool_split)
+        pool = task_obj.load(pool_split)
+        checksums[f"{task_spec}:{pool_split}"] = task_obj.data_checksum(pool_split)
+    budget = loaded.context_length - settings.max_new_tokens
+    if budget < 1:
+        raise CodepeftError(
+            f"max_new_tokens={settings.max_new_tokens} leaves no room for a prompt in the model's "
+            f"{loaded.context_length}-token context: lower --max-new-tokens"
+        )
+    # Select for every query (not just the missing ones) so a resumed run picks the same demonstrations.
+    demonstrations = arm.select(queries, pool, params)
+    selected = {q.id: d for q, d in zip(queries, demonstrations, strict=True)}
+    prompts = build_prompts(task_obj, todo, [selected[q.id] for q in todo], loaded.tokenizer, loaded.style, budget)
+
+    config = {
+        "request": request,
+        "model": loaded.identity,
+        "task": {"name": task_obj.name, "spec": task_spec, "split": split, "examples": len(queries),
+                 "options": task_obj.options},
+        "method": {"name": method, "kind": arm.kind, "params": params.model_dump(mode="json"),
+                   "pool_split": None if zero_shot else pool_split},
+        "generation": settings.model_dump(),
+        "stops": stop_strings(loaded, settings),
+        "prompt_style": loaded.style,
+        "max_prompt_tokens": budget,
+        "seed": settings.seed,
+        "data_checksums": checksums,
+    }
+    write_json(run_dir / CONFIG, config)
+    write_json(run_dir / ENVIRONMENT, environment(seed=settings.seed, data_checksums=checksums))
+
+    stops = stop_strings(loaded, settings)
+    finished = len(done)
+    if progress:
+        progress(finished, len(queries))
+
+    def save_batch(indices: list[int], batch: list[Generated]) -> None:
+        nonlocal finished
+        records = [_record(task_obj, todo[i], prompts[i], g, stops) for i, g in zip(indices, batch, strict=True)]
+        append_generations(run_dir, records)
+        finished += len(records)
+        if progress:
+            progress(finished, len(queries))
+
+    generate(loaded, [p.text for p in prompts], settings, on_batch=save_batch)
+    _in_query_order(run_dir, ids)
+    return run_dir
+
+
+def _record(task: Task, example: Example, prompt: Any, generated: Generated, stops: Sequence[str]) -> dict[str, Any]:
+    return {
+        "id": example.id,
+        "prompt": prompt.text,
+        "candidates": [task.postprocess(cut_at_stop(text, stops)) for text in generated.texts],
+        "raw": generated.texts,
+        "reference": example.reference,
+        "tests": example.tests,
+        "prompt_tokens": prompt.tokens,
+        "demonstrations": prompt.demonstrations,
+        "dropped_demonstrations": prompt.dropped,
+        "new_tokens": generated.new_tokens,
+        "seconds": round(generated.seconds, 4),
+    }
+
+
+def run_summary(run_dir: Path, ks: Sequence[int] = (1, 2, 5, 10)) -> dict[str, Any]:
+    """Examples generated and EM@k of a run directory (full scoring is ``codepeft score``)."""
+    from codepeft.metrics.exact_match import exact_match_at_k
+
+    config = read_json(Path(run_dir) / CONFIG)
+    records = read_generations(run_dir).records
+    task_name = config.get("task", {}).get("name")
+    try:
+        normalize = get_task(task_name).normalize if task_name else None
+    except CodepeftError:
+        normalize = None
+    kwargs = {"normalize": normalize} if normalize else {}
+    scores = exact_match_at_k([r["candidates"] for r in records], [r["reference"] for r in records], ks, **kwargs)
+    return {"n": len(records), **scores}

@@ -1,0 +1,105 @@
+"""RAG: the k most similar training examples, nearest last, never the query, bad input as one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from codepeft.data.base import Example, Task
+from codepeft.errors import CodepeftError
+from codepeft.methods.base import get_method
+from codepeft.methods.prompting import build_prompts
+
+
+class TinyTask(Task):
+    name = "tiny-prompts"
+
+
+TINY_TASK = TinyTask()
+
+POOL = [
+    Example("p0", "sort a list in reverse order", "sorted(xs, reverse=True)"),
+    Example("p1", "sort a list of tuples by the second item", "sorted(xs, key=lambda t: t[1])"),
+    Example("p2", "read a json file into a dictionary", "json.load(open(path))"),
+    Example("p3", "convert a string to an integer", "int(s)"),
+    Example("p4", "remove duplicates from a list", "list(set(xs))"),
+    Example("p5", "merge two dictionaries into one", "{**a, **b}"),
+]
+QUERY = Example("q0", "sort list descending in reverse", "xs.sort(reverse=True)")
+
+
+def _select(queries=(QUERY,), pool=POOL, **overrides):
+    rag = get_method("rag")
+    return rag.select(list(queries), pool, rag.params(overrides))
+
+
+def test_defaults():
+    params = get_method("rag").params()
+    assert (params.k, params.retriever, params.nearest_last) == (3, "bm25", True)
+    assert params.embedding_model == "all-MiniLM-L6-v2"
+
+
+@pytest.mark.parametrize("retriever", ["bm25", "dense", "hybrid"])
+def test_most_similar_sits_nearest_the_query(retriever):
+    demos = _select(k=2, retriever=retriever)[0]
+    assert demos[-1].id == "p0"  # the obvious neighbour, last = next to the query
+    assert len(demos) == 2 and "p1" in [d.id for d in demos]
+
+
+def test_nearest_last_false_puts_the_most_similar_first():
+    demos = _select(k=2, nearest_last=False)[0]
+    assert [d.id for d in demos] == [d.id for d in reversed(_select(k=2)[0])]
+    assert demos[0].id == "p0"
+
+
+def test_self_retrieval_is_excluded():
+    demos = _select(queries=[POOL[0], Example("copy", POOL[0].intent, POOL[0].reference)], k=3)
+    for selected in demos:
+        assert "p0" not in [d.id for d in selected]
+        assert selected[-1].id == "p1"  # the next most similar
+
+
+def test_budget_drops_the_least_similar_whichever_the_order(tiny_causal_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_dir)
+    for nearest_last in (True, False):
+        demos = _select(k=3, nearest_last=nearest_last)
+        full = build_prompts(TINY_TASK, [QUERY], demos, tokenizer, "chat", None)[0]
+        one = build_prompts(TINY_TASK, [QUERY], [[d for d in demos[0] if d.id == "p0"]], tokenizer, "chat", None)[0]
+        built = build_prompts(TINY_TASK, [QUERY], demos, tokenizer, "chat", one.tokens)[0]
+        assert built.demonstrations == ["p0"] and built.dropped == 2
+        assert built.tokens == one.tokens < full.tokens
+
+
+@pytest.mark.parametrize(
+    ("overrides", "pool", "message"),
+    [
+        ({"k": 7}, POOL, "k=7 is larger than the pool (6 examples)"),
+        ({"k": -2}, POOL, "k: Input should be greater than or equal to 0"),
+        ({"k": 1}, [], "pool is empty"),
+        ({"retriever": "tfidf"}, POOL, "retriever: Input should be 'bm25', 'dense' or 'hybrid'"),
+        ({"retriever": "dense", "embedding_model": "/nowhere/model"}, POOL, "cannot be found offline"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(overrides, pool, message):
+    with pytest.raises(CodepeftError) as err:
+        _select(pool=pool, **overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("arms.rag.params.retriever=tfidf", "retriever: Input should be 'bm25', 'dense' or 'hybrid'"),
+        ("arms.rag.params.k=-1", "k: Input should be greater than or equal to 0"),
+        ("arms.icl.params.k=-3", "k: Input should be greater than or equal to 0"),
+    ],
+)
+def test_bad_arm_parameters_through_the_cli(override, message, tmp_path, capsys):
+    from codepeft.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", override, "--dry-run", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message in " ".join(err.split())

@@ -1,0 +1,145 @@
+"""The sandbox's program builders (one per test kind) and runner, through the public interface."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from codepeft.errors import CodepeftError
+from codepeft.sandbox import Limits, Program, build_program, run_many, run_program
+from codepeft.sandbox.runner import NONCE_ENV, STATUS_FD_ENV
+
+REPORT = (f"\nimport os\nos.write(int(os.environ.pop({STATUS_FD_ENV!r})), os.environ.pop({NONCE_ENV!r}).encode())\n")
+
+
+def _run(candidate: str, tests: dict, timeout: float = 10.0):
+    return run_program(build_program(candidate, tests, timeout=timeout), timeout=timeout)
+
+
+def test_outcomes_name_status_and_reason():
+    assert run_program(Program("x = 1" + REPORT)).status == "passed"
+    failed = run_program(Program("assert 1 + 1 == 3, 'arithmetic'" + REPORT))
+    assert (failed.status, failed.reason) == ("failed", "AssertionError: arithmetic")
+    raised = run_program(Program("{}['missing']" + REPORT))
+    assert raised.status == "failed" and raised.reason.startswith("KeyError")
+    slow = run_program(Program("import time\ntime.sleep(30)" + REPORT), timeout=0.5)
+    assert (slow.status, slow.reason) == ("timed out", "wall-clock time-out after 0.5 s")
+    early = run_program(Program("import os\nos._exit(0)" + REPORT))
+    assert early.status == "crashed" and "before the tests finished" in early.reason
+    cpu = run_program(Program("while True: pass" + REPORT), timeout=10, limits=Limits(cpu_seconds=1))
+    assert cpu.status == "crashed" and cpu.reason.startswith("SIGXCPU"), cpu
+    memory = run_program(Program("x = bytearray(1 << 31)" + REPORT), limits=Limits(memory_bytes=256 << 20))
+    assert (memory.status, memory.reason) == ("crashed", "MemoryError")
+
+
+def test_output_is_captured_and_capped():
+    outcome = run_program(Program("print('hello')\nimport sys\nsys.stderr.write('e' * 5000)" + REPORT),
+                          limits=Limits(output_bytes=100))
+    assert outcome.passed and outcome.stdout == "hello\n"
+    assert outcome.stderr.startswith("e" * 100) and outcome.stderr.endswith("[... output cut]")
+
+
+def test_fresh_work_directory_is_removed_and_stdin_is_fed():
+    outcome = run_program(Program("import os\nprint(os.getcwd())\nprint(input())" + REPORT, stdin="fed\n",
+                                  files={"data.txt": "x"}))
+    workdir, fed = outcome.stdout.split()
+    assert fed == "fed" and Path(workdir).name.startswith("codepeft-sbx-")
+    assert not Path(workdir).exists()
+
+
+def test_one_bad_sample_does_not_affect_the_others():
+    good = Program("import time\ntime.sleep(0.2)\nassert sum(range(10)) == 45" + REPORT)
+    bombs = [Program("import os\nwhile True: os.fork()"), Program("x = []\nwhile True: x.append(bytearray(1 << 24))"),
+             Program("import os, signal\nos.killpg(0, signal.SIGKILL)")]
+    programs = [good, *bombs, good, good, *bombs, good]
+    limits = Limits(processes=32, memory_bytes=512 << 20)
+    outcomes = run_many(programs, workers=2, timeout=3, limits=limits)
+    assert [o.passed for o in outcomes] == [p is good for p in programs]
+
+
+def test_parallel_runs_are_faster_than_serial():
+    programs = [Program("import time\ntime.sleep(0.5)" + REPORT)] * 4
+    started = time.monotonic()
+    outcomes = run_many(programs, workers=4, timeout=5)
+    assert all(o.passed for o in outcomes)
+    assert time.monotonic() - started < 4 * 0.5 + 0.5
+
+
+def test_humaneval_completion_and_whole_function():
+    tests = {"kind": "humaneval", "prompt": "def add(a, b):\n    \"\"\"Sum.\"\"\"\n",
+             "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n", "entry_point": "add"}
+    assert _run("    return a + b\n", tests).passed
+    assert _run("def add(a, b):\n    return b + a\n", tests).passed
+    wrong = _run("    return a - b\n", tests)
+    assert wrong.status == "failed" and wrong.reason.startswith("AssertionError")
+
+
+def test_mbpp_reference_solutions_pass_and_wrong_ones_fail(data_dir):
+    rows = [json.loads(line) for line in (data_dir / "mbpp" / "mbpp.jsonl").open()][10:40]
+    programs, wrong = [], []
+    for row in rows:
+        tests = {"kind": "mbpp", "setup": row["test_setup_code"], "asserts": row["test_list"]}
+        programs.append(build_program(row["code"], tests))
+        wrong.append(build_program(row["code"] + "\n\ndef _(): pass\n" + "raise SystemExit(0)\n", tests))
+    outcomes = run_many(programs + wrong, timeout=10)
+    assert [o.status for o in outcomes[: len(rows)]] == ["passed"] * len(rows), [o.reason for o in outcomes]
+    assert not any(o.passed for o in outcomes[len(rows):])
+
+
+def test_assert_kind_with_setup():
+    tests = {"kind": "assert", "setup": "import math", "asserts": ["assert area(1) == math.pi", "assert area(0) == 0"]}
+    assert _run("def area(r):\n    return math.pi * r * r\n", tests).passed
+    assert not _run("def area(r):\n    return 3.14 * r * r\n", tests).passed
+
+
+def test_apps_stdin_real_problem(data_dir):
+    rows = [json.loads(line) for line in (data_dir / "apps" / "apps_test_10.jsonl").open()]
+    row = next(r for r in rows if r["problem_id"] == 4655)
+    io = json.loads(row["input_output"])
+    tests = {"kind": "apps-stdin", "inputs": io["inputs"], "outputs": io["outputs"]}
+    solution = "q = int(input())\nfor _ in range(q):\n    print(sum(map(int, input().split())) // 2)\n"
+    assert _run(solution, tests).passed
+    reading_all = "import sys\nlines = sys.stdin.read().split('\\n')\nfor l in lines[1:]:\n    " \
+                  "print(sum(map(int, l.split())) // 2) if l.strip() else None\n"
+    assert _run(reading_all, tests).passed
+    wrong = _run(solution.replace("// 2", "// 3"), tests)
+    assert wrong.status == "failed" and "test 0: expected" in wrong.reason
+
+
+def test_apps_stdin_whitespace_normalisation_and_crashes():
+    tests = {"kind": "apps-stdin", "inputs": ["1 2\n", "3 4\n"], "outputs": ["3\n", "7\n"]}
+    assert _run("a, b = map(int, input().split())\nprint(a + b, '  ')\nprint()\n", tests).passed
+    assert _run("a, b = map(int, input().split())\nprint(' ', a + b)\n", tests).passed
+    crash = _run("raise ValueError('boom')", tests)
+    assert crash.status == "failed" and "ValueError: boom" in crash.reason
+    slow = _run("while True: pass", tests, timeout=1)
+    assert slow.status in {"timed out", "failed"} and not slow.passed
+
+
+def test_apps_call_function_solution_class_and_leniency():
+    tests = {"kind": "apps-call", "fn_name": "pair", "inputs": [[1, 2], [3, 4]], "outputs": [[1, 2], [[3, 4]]]}
+    assert _run("def pair(a, b):\n    return (a, b)\n", tests).passed  # tuple == list, and [[x]] accepts x
+    method = "class Solution:\n    def pair(self, a, b):\n        return [a, b]\n"
+    assert _run(method, tests).passed
+    wrong = _run("def pair(a, b):\n    return [b, a]\n", tests)
+    assert wrong.status == "failed" and "test 0: expected" in wrong.reason
+    missing = _run("def other():\n    pass\n", tests)
+    assert missing.status == "failed" and "NameError" in missing.reason
+
+
+def test_doctest_kind_body_and_whole_function():
+    tests = {"kind": "doctest", "setup": "import math", "header": "def hyp(a, b):",
+             "entry_point": "hyp", "doctest": ">>> hyp(3, 4)\n5.0\n>>> hyp(0, 0)\n0.0\n"}
+    assert _run("return math.sqrt(a * a + b * b)", tests).passed
+    assert _run("    return math.hypot(a, b)\n", tests).passed
+    assert _run("def hyp(a, b):\n    return float(math.hypot(a, b))\n", tests).passed
+    wrong = _run("return a + b", tests)
+    assert wrong.status == "failed" and "doctest examples failed" in wrong.reason
+
+
+def test_unknown_test_kind_is_a_user_error():
+    with pytest.raises(CodepeftError, match="unknown test kind 'pytest'"):
+        build_program("x = 1", {"kind": "pytest"})

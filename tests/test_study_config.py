@@ -1,0 +1,166 @@
+"""The study file: YAML + key=value overrides, validated, with one-line errors naming the key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from codepeft.cli import main
+from codepeft.errors import CodepeftError
+from codepeft.study.config import apply_overrides, load_study, parse_overrides, validate_study
+from codepeft.study.runs import plan_runs
+
+BASE = {
+    "name": "t",
+    "models": ["some-model"],
+    "datasets": [{"task": "humaneval", "train_split": "study-train", "test_split": "study-test"}],
+    "arms": {"zero-shot": {}, "lora": {"params": {"r": 8}}},
+}
+
+
+def write_study(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.err + captured.out
+
+
+def test_default_study_is_packaged_and_valid():
+    config = load_study(None)
+    assert config.models == ["smollm2-135m"]
+    assert set(config.arms) >= {"zero-shot", "icl", "rag", "lora", "ia3"}
+    assert config.datasets[0].task == "humaneval" and config.datasets[0].test_split == "study-test"
+    assert config.primary_metric == "pass@1"
+
+
+def test_overrides_dotted_keys_parse_yaml_values():
+    assert parse_overrides(["limits.test_size=20", "models=[a, b]", "x.y=null"]) == [
+        (["limits", "test_size"], 20), (["models"], ["a", "b"]), (["x", "y"], None)]
+    data = apply_overrides(BASE, ["arms.lora.params.r=4", "limits.max_steps=3", "datasets.0.test_split=test",
+                                  "generation.max_new_tokens=32"])
+    config = validate_study(data, [])
+    assert config.arms["lora"].params == {"r": 4}
+    assert config.limits.max_steps == 3
+    assert config.datasets[0].test_split == "test"
+    assert config.generation.max_new_tokens == 32
+    assert BASE["arms"]["lora"]["params"]["r"] == 8  # the raw mapping is not modified
+
+
+def test_arms_as_list_and_strings_are_normalized():
+    config = validate_study({**BASE, "arms": ["zero-shot", {"name": "lora-r4", "method": "lora", "params": {"r": 4}}],
+                             "datasets": ["humaneval"], "models": "m"}, [])
+    assert list(config.arms) == ["zero-shot", "lora-r4"]
+    assert config.method_of("lora-r4") == "lora" and config.method_of("zero-shot") == "zero-shot"
+    assert config.datasets[0].task == "humaneval" and config.models == ["m"]
+
+
+def test_override_on_list_form_arms():
+    config = validate_study({**BASE, "arms": ["zero-shot", "lora"]}, ["arms.lora.params.r=2"])
+    assert config.arms["lora"].params == {"r": 2}
+
+
+def test_training_for_applies_step_cap_and_seed():
+    config = validate_study({**BASE, "training": {"max_steps": 50, "batch_size": 2}, "limits": {"max_steps": 5,
+                             "train_size": 10}}, [])
+    merged = config.training_for("lora", seed=3)
+    assert merged["max_steps"] == 5 and merged["seed"] == 3 and merged["train_limit"] == 10
+    assert merged["batch_size"] == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("limits.tests_size=3", "limits.tests_size: unknown key"),
+        ("limits.test_size=0", "limits.test_size: Input should be greater than or equal to 1"),
+        ("generation.strategy=fast", "generation.strategy"),
+        ("bogus=1", "bogus: unknown key"),
+        ("ks=[0]", "ks: Value error, every k must be >= 1"),
+        ("arms.lora.paramz.r=3", "arms.lora.paramz: unknown key"),
+    ],
+)
+def test_wrong_key_or_value_is_one_line_error(override, expected):
+    with pytest.raises(CodepeftError) as err:
+        validate_study(BASE, [override], "s.yaml")
+    message = str(err.value)
+    assert expected in message and "\n" not in message and message.startswith("s.yaml: ")
+
+
+def test_malformed_override_is_an_error():
+    with pytest.raises(CodepeftError, match="is not key=value"):
+        parse_overrides(["=3"])
+    with pytest.raises(CodepeftError, match="index below 1"):
+        apply_overrides(BASE, ["datasets.5.test_split=x"])
+
+
+def test_empty_study_file(tmp_path, capsys):
+    code, output = cli(["study", str(write_study(tmp_path, "# nothing here\n"))], capsys)
+    assert code == 2 and "is an empty study" in output and "Traceback" not in output
+
+
+def test_study_with_no_arms(tmp_path, capsys):
+    path = write_study(tmp_path, "models: [m]\ndatasets: [humaneval]\narms: []\n")
+    code, output = cli(["study", str(path)], capsys)
+    assert code == 2 and "arms is empty" in output
+
+
+def test_missing_study_file(tmp_path, capsys):
+    code, output = cli(["study", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2 and "not found" in output
+
+
+def test_invalid_yaml(tmp_path, capsys):
+    code, output = cli(["study", str(write_study(tmp_path, "models: [a\n"))], capsys)
+    assert code == 2 and "not valid YAML" in output
+
+
+def test_unknown_arm_through_cli(tmp_path, capsys, tiny_causal_dir):
+    path = write_study(tmp_path, f"models: [{tiny_causal_dir}]\ndatasets: [humaneval]\narms: [zero-shot, magic]\n")
+    code, output = cli(["study", str(path), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and "unknown method 'magic'" in output
+    assert not (tmp_path / "out" / "runs").exists()  # nothing ran
+
+
+def test_wrong_method_parameter_names_the_arm(tmp_path):
+    config = validate_study({**BASE, "arms": {"lora": {"params": {"rank": 3}}}}, [])
+    with pytest.raises(CodepeftError, match=r"arms\.lora\.params"):
+        plan_runs(config, check_models=False)
+
+
+def test_model_not_found_through_cli(tmp_path, capsys):
+    path = write_study(tmp_path, "models: [./no/such/model]\ndatasets: [humaneval]\narms: [zero-shot]\n")
+    code, output = cli(["study", str(path), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and "not found" in output and "no/such/model" in output
+
+
+def test_passk_on_data_without_tests_through_cli(tmp_path, capsys, tiny_causal_dir):
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps({"intent": f"do {i}", "code": f"x = {i}"}) for i in range(3)) + "\n")
+    path = write_study(tmp_path, f"models: [{tiny_causal_dir}]\ndatasets: ['jsonl:{data}']\narms: [zero-shot]\n"
+                                 "metrics: [em, passk]\n")
+    code, output = cli(["study", str(path), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and "has no tests" in output and "pass@k" in output
+
+
+def test_primary_metric_must_be_computed(tmp_path):
+    config = validate_study({**BASE, "metrics": ["em"], "primary_metric": "pass@1"}, [])
+    with pytest.raises(CodepeftError, match="primary_metric 'pass@1' is not computed"):
+        plan_runs(config, check_models=False)
+
+
+def test_run_ids_follow_the_config(tmp_path):
+    config = validate_study(BASE, [])
+    first = {r.arm: r.run_id for r in plan_runs(config, check_models=False)}
+    again = {r.arm: r.run_id for r in plan_runs(config, check_models=False)}
+    assert first == again
+    changed = {r.arm: r.run_id for r in plan_runs(validate_study(BASE, ["arms.lora.params.r=4"]), check_models=False)}
+    assert changed["zero-shot"] == first["zero-shot"] and changed["lora"] != first["lora"]
+    steps = {r.arm: r.run_id for r in plan_runs(validate_study(BASE, ["limits.max_steps=7"]), check_models=False)}
+    assert steps["zero-shot"] == first["zero-shot"] and steps["lora"] != first["lora"]

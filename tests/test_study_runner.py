@@ -1,0 +1,257 @@
+"""The study runner: run directories keyed by config, reuse, resume, --force, failures, full disk.
+
+Most tests replace the three engines (train, generate, score) with fakes that write the same files
+the real ones do, so the runner's bookkeeping is tested in seconds; ``test_end_to_end_tiny_model``
+runs the real training, generation and scoring on a tiny random model.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+from pathlib import Path
+
+import pytest
+
+from codepeft.cli import main
+from codepeft.generation.records import append_generations, write_json
+
+ROWS = [("train" if i < 12 else "validation" if i < 16 else "test", i) for i in range(22)]
+
+
+def write_dataset(directory: Path) -> Path:
+    """A small JSONL data set with train / validation / test rows and assert tests."""
+    path = directory / "toy.jsonl"
+    lines = []
+    for split, i in ROWS:
+        lines.append(json.dumps({
+            "id": f"t{i}", "split": split, "intent": f"return the number {i} plus one",
+            "code": f"def f():\n    return {i} + 1", "tests": [f"assert f() == {i + 1}"],
+        }))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_study(directory: Path, model: Path, data: Path, extra: str = "") -> Path:
+    path = directory / "study.yaml"
+    path.write_text(
+        f"name: toy\nmodels: ['{model}']\ndatasets: ['jsonl:{data}']\n"
+        "arms: [zero-shot, icl, lora]\nmetrics: [em, bleu]\nprimary_metric: em@1\n"
+        "limits: {test_size: 4, max_steps: 2}\ntracking: none\n" + extra
+    )
+    return path
+
+
+class FakeEngines:
+    """Stand-ins for train / generate that write what the real ones write, and count their calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.fail: dict[tuple[str, str], BaseException] = {}
+
+    def _maybe_fail(self, stage: str, arm: str) -> None:
+        self.calls.append((stage, arm))
+        error = self.fail.get((stage, arm))
+        if error is not None:
+            raise error
+
+    def train(self, spec, output_dir, data_dir):
+        self._maybe_fail("train", spec.arm)
+        (output_dir / "adapter").mkdir(parents=True, exist_ok=True)
+        write_json(output_dir / "costs.json", {"trainable_parameters": 4096, "total_parameters": 100_000,
+                                               "peak_rss_bytes": 300 * 2**20, "wall_seconds": 1.5, "steps": 2})
+        (output_dir / "train_log.jsonl").write_text(
+            '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 2, "val_loss": 1.7, "best": true}\n')
+
+    def generate(self, spec, run_dir, adapter, data_dir):
+        self._maybe_fail("generate", spec.arm)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        task = spec.dataset.task
+        examples = task.load(spec.dataset.spec.test_split)[: spec.test_size]
+        write_json(run_dir / "config.json", {"model_identity": {"spec": spec.model, "num_parameters": 100_000}})
+        records = []
+        for index, example in enumerate(examples):
+            right = spec.arm == "lora" or (spec.arm == "zero-shot" and index % 2 == 0)
+            code = example.reference if right else "pass"
+            records.append({"id": example.id, "prompt": example.intent, "candidates": [code], "raw": [code],
+                            "reference": example.reference, "tests": example.tests,
+                            "prompt_tokens": 10 + 40 * (spec.arm == "icl"), "demonstrations": [],
+                            "new_tokens": [5], "seconds": 0.01})
+        append_generations(run_dir, records)
+        return run_dir
+
+
+@pytest.fixture
+def fakes(monkeypatch) -> FakeEngines:
+    from codepeft.study import engines
+
+    fake = FakeEngines()
+    monkeypatch.setattr(engines, "train_arm", fake.train)
+    monkeypatch.setattr(engines, "generate_arm", fake.generate)
+    return fake
+
+
+@pytest.fixture
+def toy(tmp_path, tiny_causal_dir) -> tuple[Path, Path]:
+    data = write_dataset(tmp_path)
+    return write_study(tmp_path, tiny_causal_dir, data), tmp_path / "out"
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def read_rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "results.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_study_runs_every_arm_and_writes_results(toy, fakes, capsys):
+    study_file, out = toy
+    code, stdout, _ = run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    assert code == 0
+    assert "report:" in stdout and str((out / "report.html").resolve()) in stdout
+    assert "lora" in stdout and "zero-shot" in stdout  # the leaderboard is printed
+    rows = {r["arm"]: r for r in read_rows(out)}
+    assert set(rows) == {"zero-shot", "icl", "lora"}
+    assert all(r["status"] == "done" for r in rows.values())
+    assert float(rows["lora"]["em@1"]) == 100.0 and float(rows["zero-shot"]["em@1"]) == 50.0
+    assert float(rows["icl"]["em@1"]) == 0.0
+    assert rows["lora"]["trainable_params"] == "4096" and float(rows["lora"]["trainable_pct"]) == pytest.approx(4.096)
+    assert rows["zero-shot"]["trainable_params"] == "0" and rows["zero-shot"]["total_params"] == "100000"
+    assert float(rows["icl"]["prompt_tokens_mean"]) == 50.0
+    assert float(rows["lora"]["train_seconds"]) == 1.5 and float(rows["lora"]["peak_memory_mb"]) >= 300
+    assert float(rows["zero-shot"]["generation_seconds"]) >= 0
+    summary = json.loads((out / "results.json").read_text())
+    lora = next(s for s in summary["summary"] if s["arm"] == "lora")
+    assert lora["metrics"]["em@1"]["vs_zero_shot"]["wins"] == 2
+    assert lora["metrics"]["em@1"]["bootstrap_ci"] == [100.0, 100.0]
+    provenance = next(iter(summary["provenance"].values()))
+    assert provenance["codepeft_version"] and provenance["packages"]["torch"] and provenance["data_checksums"]
+    assert (out / "report.html").exists() and (out / "report.md").exists()
+    assert ("train", "lora") in fakes.calls and ("train", "icl") not in fakes.calls
+
+
+def test_finished_runs_are_reused(toy, fakes, capsys):
+    study_file, out = toy
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
+    metrics = sorted(out.glob("runs/*/eval/metrics.json"))
+    stamps = [p.stat().st_mtime_ns for p in metrics]
+    fakes.calls.clear()
+    code, _, stderr = run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    assert code == 0 and fakes.calls == []
+    assert "reused" in stderr
+    assert [p.stat().st_mtime_ns for p in metrics] == stamps
+
+
+def test_force_redoes_every_run(toy, fakes, capsys):
+    study_file, out = toy
+    run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    fakes.calls.clear()
+    assert run_cli(["study", str(study_file), "--out", str(out), "--force"], capsys)[0] == 0
+    assert sorted(fakes.calls) == sorted([("generate", "zero-shot"), ("generate", "icl"), ("train", "lora"),
+                                          ("generate", "lora")])
+
+
+def test_killed_study_resumes_without_redoing_finished_work(toy, fakes, capsys):
+    study_file, out = toy
+    fakes.fail[("generate", "lora")] = KeyboardInterrupt()
+    code, _, _stderr = run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    assert code != 0
+    fakes.fail.clear()
+    fakes.calls.clear()
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
+    assert fakes.calls == [("generate", "lora")]  # zero-shot and icl reused, lora's training kept
+    assert all(r["status"] == "done" for r in read_rows(out))
+
+
+def test_failed_run_is_reported_and_the_study_goes_on(toy, fakes, capsys):
+    study_file, out = toy
+    fakes.fail[("generate", "icl")] = RuntimeError("boom in the decoder")
+    code, _stdout, stderr = run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    assert code == 1
+    assert "1 of 3 runs failed" in stderr
+    rows = {r["arm"]: r for r in read_rows(out)}
+    assert rows["icl"]["status"] == "failed" and "RuntimeError: boom in the decoder" in rows["icl"]["error"]
+    assert rows["lora"]["status"] == "done" and rows["zero-shot"]["status"] == "done"
+    assert "boom in the decoder" in (out / "report.md").read_text()
+    fakes.fail.clear()
+    fakes.calls.clear()
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
+    assert fakes.calls == [("generate", "icl")]  # a rerun retries only the failed run
+
+
+def test_full_disk_stops_with_one_line_and_keeps_finished_runs(toy, fakes, capsys):
+    study_file, out = toy
+    fakes.fail[("train", "lora")] = OSError(errno.ENOSPC, "No space left on device")
+    code, _, stderr = run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    assert code == 2
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "disk full" in lines[0] and "finished runs were kept" in lines[0]
+    assert "Traceback" not in stderr
+    finished = [json.loads(p.read_text()) for p in out.glob("runs/*/run.json")]
+    assert sorted(s["arm"] for s in finished if s["status"] == "done") == ["icl", "zero-shot"]
+    assert all((out / "runs" / p.parent.name / "eval" / "metrics.json").exists()
+               for p in out.glob("runs/*/run.json") if json.loads(p.read_text())["status"] == "done")
+
+
+def test_changed_config_is_a_new_run_and_keeps_the_old(toy, fakes, capsys):
+    study_file, out = toy
+    run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    before = {p.name for p in (out / "runs").iterdir()}
+    fakes.calls.clear()
+    assert run_cli(["study", str(study_file), "--out", str(out), "arms.lora.params.r=4"], capsys)[0] == 0
+    after = {p.name for p in (out / "runs").iterdir()}
+    assert before < after and len(after - before) == 1 and "lora" in next(iter(after - before))
+    assert fakes.calls == [("train", "lora"), ("generate", "lora")]
+    assert list(out.glob("study.previous-*.yaml"))  # the earlier definition is kept, not overwritten
+
+
+def test_foreign_run_directory_is_not_overwritten(toy, fakes, capsys):
+    study_file, out = toy
+    run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    state_path = next(out.glob("runs/*zero-shot*/run.json"))
+    state = json.loads(state_path.read_text())
+    state["key"]["seed"] = 99
+    state_path.write_text(json.dumps(state))
+    code, _, stderr = run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    assert code == 2 and "holds a different run" in stderr
+
+
+def test_report_command_rebuilds_from_saved_runs(toy, fakes, capsys):
+    study_file, out = toy
+    run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    (out / "report.html").unlink()
+    (out / "report.md").unlink()
+    code, stdout, _ = run_cli(["report", str(out)], capsys)
+    assert code == 0 and (out / "report.html").exists() and "| lora |" in (out / "report.md").read_text()
+    assert "lora" in stdout
+
+
+def test_report_on_a_directory_that_is_not_a_study(tmp_path, capsys):
+    code, _, stderr = run_cli(["report", str(tmp_path)], capsys)
+    assert code == 2 and "is not a study directory" in stderr
+
+
+def test_end_to_end_tiny_model(tmp_path, tiny_causal_dir, capsys):
+    """Real training, generation and scoring (pass@k in the sandbox) on a tiny random model."""
+    data = write_dataset(tmp_path)
+    extra = "generation: {max_new_tokens: 8, batch_size: 4}\ntraining: {batch_size: 2, max_length: 64}\n"
+    study_file = write_study(tmp_path, tiny_causal_dir, data, extra)
+    study_file.write_text(study_file.read_text().replace("metrics: [em, bleu]", "metrics: [em, bleu, passk]"))
+    out = tmp_path / "out"
+    code, _stdout, stderr = run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    assert code == 0, stderr
+    rows = {r["arm"]: r for r in read_rows(out)}
+    assert all(r["status"] == "done" for r in rows.values()), rows
+    assert {"em@1", "pass@1", "bleu"} <= set(rows["lora"])
+    assert int(rows["lora"]["trainable_params"]) > 0 and float(rows["lora"]["train_seconds"]) > 0
+    assert int(rows["lora"]["n"]) == 4
+    assert float(rows["icl"]["prompt_tokens_mean"]) > float(rows["zero-shot"]["prompt_tokens_mean"])
+    assert (out / "report.html").read_text().count("<svg") >= 2
+    run_dirs = list(out.glob("runs/*lora*"))
+    assert (run_dirs[0] / "train" / "adapter").is_dir() and (run_dirs[0] / "eval" / "generations.jsonl").exists()
