@@ -158,3 +158,14 @@ def test_verify_doctests_keeps_only_tests_the_reference_passes(project: Path, tm
     summary = json.loads(output.with_suffix(".summary.json").read_text())
     assert summary["doctests_failing_on_reference"] == 1 and summary["with_doctests"] == 4
     assert "fail on reference" in err
+
+
+def test_name_registers_the_data_set(project: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli(["mine", str(project), "--name", "my-project"], capsys)
+    assert code == 0, err
+    task = get_task("mined:my-project")
+    assert sum(len(task.load(split)) for split in task.splits) == 4
+    code, _, err = run_cli(["mine", str(project)], capsys)
+    assert code == 2 and "exactly one of -o" in err
+    code, _, err = run_cli(["mine", str(project), "--name", "../escape"], capsys)
+    assert code == 2 and "not a plain name" in err

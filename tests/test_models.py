@@ -151,10 +151,11 @@ def test_targets_tiny_gpt2_disambiguates_c_proj():
     from peft import LoraConfig, get_peft_model
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=2, n_head=2))
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=2, n_head=2,
+                                       bos_token_id=0, eos_token_id=1))
     targets = find_target_modules(model)
-    assert targets.attention == ["attn.c_attn", "attn.c_proj"]
-    assert targets.attention_roles == {"o": ["attn.c_proj"], "qkv": ["attn.c_attn"]}
+    assert targets.attention == ["attn.c_proj", "c_attn"]
+    assert targets.attention_roles == {"o": ["attn.c_proj"], "qkv": ["c_attn"]}
     assert targets.mlp == ["c_fc", "mlp.c_proj"] and targets.feedforward == ["mlp.c_proj"]
     # peft accepts the suffixes and adapts exactly the attention modules
     peft_model = get_peft_model(model, LoraConfig(target_modules=targets.attention, r=2, fan_in_fan_out=True))

@@ -103,3 +103,67 @@ def test_bad_arm_parameters_through_the_cli(override, message, tmp_path, capsys)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err and message in " ".join(err.split())
+
+
+def _jsonl_task(tmp_path):
+    """A tiny train/test JSONL data set whose test intents each have one obvious training neighbour."""
+    import json
+
+    rows = [{"id": e.id, "intent": e.intent, "code": e.reference, "split": "train"} for e in POOL]
+    rows += [
+        {"id": "t0", "intent": "sort list descending in reverse", "code": "xs.sort(reverse=True)", "split": "test"},
+        {"id": "t1", "intent": "load a json file as a dictionary", "code": "json.load(f)", "split": "test"},
+    ]
+    path = tmp_path / "tiny.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"jsonl:{path}"
+
+
+def _check_records(run_dir, method, params, tiny_causal_dir):
+    from transformers import AutoTokenizer
+
+    from codepeft.generation.records import read_generations
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_dir)
+    records = read_generations(run_dir).records
+    assert [r["id"] for r in records] == ["t0", "t1"]
+    for record in records:
+        assert len(record["demonstrations"]) == params["k"]
+        assert record["prompt_tokens"] == len(tokenizer(record["prompt"], add_special_tokens=False)["input_ids"])
+        intents = {e.id: e.intent for e in POOL}
+        positions = [record["prompt"].index(intents[d]) for d in record["demonstrations"]]
+        assert positions == sorted(positions)  # recorded in prompt order
+    if method == "rag":
+        assert [r["demonstrations"][-1] for r in records] == ["p0", "p2"]  # the neighbour next to the query
+    else:
+        assert records[0]["demonstrations"] == records[1]["demonstrations"]  # one fixed draw
+
+
+@pytest.mark.parametrize(("method", "params"), [("icl", {"k": 2, "seed": 1}), ("rag", {"k": 2})])
+def test_evaluate_records_demonstrations_and_prompt_tokens(method, params, tiny_causal_dir, tmp_path):
+    from codepeft.generation.evaluate import evaluate
+    from codepeft.generation.settings import GenerationSettings
+
+    run_dir = evaluate(str(tiny_causal_dir), _jsonl_task(tmp_path), method=method, method_params=params,
+                       settings=GenerationSettings(max_new_tokens=3), run_dir=tmp_path / "run")
+    _check_records(run_dir, method, params, tiny_causal_dir)
+
+
+def test_rag_and_icl_on_top_of_an_adapter(tiny_causal_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from codepeft.generation.evaluate import evaluate
+    from codepeft.generation.records import read_json
+    from codepeft.generation.settings import GenerationSettings
+    from codepeft.models import load_model
+    from codepeft.training.adapters import save_adapter
+
+    loaded = load_model(str(tiny_causal_dir))
+    lora = get_peft_model(loaded.model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    adapter = save_adapter(lora, loaded, "lora", {"r": 2}, tmp_path / "adapter")
+    task = _jsonl_task(tmp_path)
+    for method, params in (("rag", {"k": 2}), ("icl", {"k": 2, "seed": 1})):
+        run_dir = evaluate(str(tiny_causal_dir), task, method=method, method_params=params, adapter=adapter,
+                           settings=GenerationSettings(max_new_tokens=3), run_dir=tmp_path / f"{method}-lora")
+        assert read_json(run_dir / "config.json")["request"]["adapter"] == str(adapter)
+        _check_records(run_dir, method, params, tiny_causal_dir)

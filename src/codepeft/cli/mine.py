@@ -38,11 +38,27 @@ def summary_table(summary: MiningSummary) -> Table:
     return table
 
 
+def output_path(output: Path | None, name: str | None) -> Path:
+    """``-o PATH``, or the registered location of ``--name NAME``; exactly one of them."""
+    if (output is None) == (name is None):
+        raise CodepeftError("give exactly one of -o PATH.jsonl or --name NAME (saved for --dataset mined:NAME)")
+    if output is not None:
+        return output
+    if not name or not all(part.isidentifier() for part in name.replace("-", "_").split(".")):
+        raise CodepeftError(f"--name {name!r} is not a plain name: use letters, digits, '-', '_' or '.'")
+    from codepeft.home import codepeft_home
+
+    return codepeft_home() / "mined" / f"{name}.jsonl"
+
+
 @app.command("mine")
 def mine_command(
     target: Annotated[str, typer.Argument(help="a folder, .py file, git checkout (tracked files), installed module "
                                                "(e.g. json) or 'stdlib'")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="JSONL file to write (summary: *.summary.json)")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="JSONL file to write "
+                                                "(summary: *.summary.json)")] = None,
+    name: Annotated[str | None, typer.Option(help="register as NAME instead of -o: written to "
+                                             "$CODEPEFT_HOME/mined/NAME.jsonl, used as mined:NAME")] = None,
     seed: Annotated[int, typer.Option(help="seed of the split by file")] = 0,
     min_lines: Annotated[int, typer.Option(help="minimum non-blank body lines")] = 2,
     max_lines: Annotated[int, typer.Option(help="maximum non-blank body lines")] = 60,
@@ -60,6 +76,7 @@ def mine_command(
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing output file")] = False,
 ) -> None:
     """Mine documented functions of Python sources into train/validation/test examples (never imports them)."""
+    output = output_path(output, name)
     if output.exists() and not force:
         raise CodepeftError(f"{output} already exists: pass --force to overwrite it or choose another -o path")
     try:

@@ -22,7 +22,7 @@ class Example:
     - ``{"kind": "apps-call", "fn_name", "inputs": [...], "outputs": [...]}``
     - ``{"kind": "apps-stdin", "inputs": [...], "outputs": [...]}``
     - ``{"kind": "assert", "setup", "asserts": [...]}``  (user JSONL)
-    - ``{"kind": "doctest", "source"}``                   (mined data)
+    - ``{"kind": "doctest", "setup", "header", "entry_point", "doctest"}``  (mined data)
     """
 
     id: str

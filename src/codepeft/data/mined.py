@@ -57,7 +57,7 @@ class MinedTask(Task):
             raise CodepeftError("the mined data set needs a file: use --dataset mined:PATH.jsonl "
                                 "(written by `codepeft mine TARGET -o PATH.jsonl`)")
         path = Path(str(raw)).expanduser()
-        if not path.exists() and path.suffix == "" and "/" not in str(raw):
+        if not path.exists() and "/" not in str(raw) and not str(raw).endswith(".jsonl"):
             from codepeft.home import codepeft_home
 
             registered = codepeft_home() / "mined" / f"{raw}.jsonl"

@@ -40,7 +40,7 @@ def to_svg(fig: Any, salt: str) -> str:
     plt = _pyplot()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
         buffer = io.StringIO()
-        fig.savefig(buffer, format="svg", bbox_inches="tight")
+        fig.savefig(buffer, format="svg")
     plt.close(fig)
     text = buffer.getvalue()
     start = text.find("<svg")

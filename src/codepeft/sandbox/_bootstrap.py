@@ -1,6 +1,6 @@
 """Runs first inside the sandbox's namespaces, then runs the program in a forked child (stdlib only).
 
-Started as ``python -I _bootstrap.py SPEC_JSON`` by ``unshare`` (new user, mount, PID and network
+Started as ``python -I -S _bootstrap.py SPEC_JSON`` by ``unshare`` (new user, mount, PID and network
 namespaces). As root of the fresh user namespace it makes every mount read-only except the work
 directory, hides the home directories behind empty tmpfs mounts, then enters a nested user namespace
 (whose copies of those mounts are locked) and sets resource limits. It then forks: the child drops
@@ -124,7 +124,8 @@ def main():
     # The program runs in this (forked) interpreter, as ``python -I main.py`` would run it: this saves
     # starting a second interpreter per program. An uncaught exception prints its traceback and exits 1.
     sys.argv = [spec["script"]]
-    sys.path[0] = workdir
+    # Started with -S (faster): site-packages go on the path directly, without running .pth hooks.
+    sys.path[:] = [workdir, *sys.path[1:], *spec.get("site_packages", [])]
     runpy.run_path(spec["script"], run_name="__main__")
 
 

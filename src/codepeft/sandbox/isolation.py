@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import shutil
+import site
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -101,6 +102,7 @@ class LaunchSpec:
 
     workdir: str
     script: str
+    site_packages: list[str]
     limits: dict[str, int | None]
     lock_filesystem: bool
     hide: list[str]
@@ -117,10 +119,11 @@ def launch_command(mode: Mode, workdir: Path, script: str, limits: Limits) -> li
     namespaced = mode == "namespaces"
     spec = LaunchSpec(
         workdir=str(Path(workdir).resolve()), script=script, limits=limits.rlimits(),
+        site_packages=[p for p in site.getsitepackages() if Path(p).is_dir()],
         lock_filesystem=namespaced,
         hide=_hidden_paths() if namespaced else [], keep=_keep_paths(),
     )
-    bootstrap = [sys.executable, "-I", str(BOOTSTRAP), json.dumps(asdict(spec))]
+    bootstrap = [sys.executable, "-I", "-S", str(BOOTSTRAP), json.dumps(asdict(spec))]
     if namespaced:
         return [shutil.which("unshare") or "unshare", *UNSHARE_FLAGS, *bootstrap]
     return bootstrap

@@ -49,6 +49,7 @@ class TrainResult:
     stopped_early: bool
     costs: dict[str, Any] = field(default_factory=dict)
     val_losses: list[tuple[int, float]] = field(default_factory=list)
+    initial_val_loss: float | None = None
 
 
 def parse_source(spec: str | tuple[str, float]) -> tuple[str, float]:
@@ -293,6 +294,9 @@ def _train(run: _Run) -> TrainResult:  # noqa: C901 - the loop reads best in one
         return [[items[i] for i in b] for b in plan_batches(items, settings.batch_size, batching,
                                                              settings.seed + epoch)]
 
+    if step == 0:
+        state["initial_val_loss"] = validate()  # the untrained baseline every later validation is read against
+        log({"step": 0, "val_loss": round(state["initial_val_loss"], 5), "best": False})
     stopped_early = False
     epoch, batch_index = state["epoch"], state["batch"]
     batches = epoch_items(epoch)
@@ -366,9 +370,10 @@ def _train(run: _Run) -> TrainResult:  # noqa: C901 - the loop reads best in one
 
         with writing(out / COSTS):
             write_json(out / COSTS, {**costs, "method": method.name, "batching": batching,
-                                     "best_val_loss": state["best_val_loss"], "best_step": state["best_step"]})
+                                     "best_val_loss": state["best_val_loss"], "best_step": state["best_step"],
+                                     "initial_val_loss": state.get("initial_val_loss")})
             config = json.loads((out / "config.json").read_text())
             write_json(out / "config.json", {**config, "finished": True, "stopped_early": stopped_early})
     accelerator.wait_for_everyone()
     return TrainResult(out, out / ADAPTER, state["best_val_loss"], state["best_step"], step, stopped_early, costs,
-                       [tuple(v) for v in state["val_losses"]])
+                       [tuple(v) for v in state["val_losses"]], state.get("initial_val_loss"))
