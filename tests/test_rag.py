@@ -167,3 +167,25 @@ def test_rag_and_icl_on_top_of_an_adapter(tiny_causal_dir, tmp_path):
                            settings=GenerationSettings(max_new_tokens=3), run_dir=tmp_path / f"{method}-lora")
         assert read_json(run_dir / "config.json")["request"]["adapter"] == str(adapter)
         _check_records(run_dir, method, params, tiny_causal_dir)
+
+
+def test_evaluate_drops_demonstrations_when_the_context_is_small(tiny_causal_dir, tmp_path):
+    from codepeft.generation.evaluate import evaluate
+    from codepeft.generation.records import read_generations
+    from codepeft.generation.settings import GenerationSettings
+    from codepeft.models import load_model
+
+    loaded = load_model(str(tiny_causal_dir))
+    task = _jsonl_task(tmp_path)
+    first = read_generations(evaluate(loaded, task, method="rag", method_params={"k": 2}, limit=1,
+                                      settings=GenerationSettings(max_new_tokens=2), run_dir=tmp_path / "a")).records[0]
+    nearest = [e for e in POOL if e.id == first["demonstrations"][-1]]
+    query = Example("t0", "sort list descending in reverse", "xs.sort(reverse=True)")
+    with_one = build_prompts(TINY_TASK, [query], [nearest], loaded.tokenizer, loaded.style, None)[0].tokens
+    assert with_one < first["prompt_tokens"]
+    # A model whose context leaves room for exactly the nearest demonstration: the other one must go.
+    loaded.model.config.max_position_embeddings = with_one + 3
+    small = read_generations(evaluate(loaded, task, method="rag", method_params={"k": 2}, limit=1,
+                                      settings=GenerationSettings(max_new_tokens=3), run_dir=tmp_path / "b")).records[0]
+    assert small["demonstrations"] == [nearest[0].id] and small["dropped_demonstrations"] == 1
+    assert small["prompt_tokens"] == with_one

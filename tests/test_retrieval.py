@@ -132,3 +132,27 @@ def test_bad_input_is_a_one_line_error(call, message):
 def test_folder_that_is_not_a_model_is_refused(tmp_path):
     with pytest.raises(CodepeftError, match=r"no config\.json"):
         resolve_embedding_model(str(tmp_path))
+
+
+def test_fast_bm25_build_equals_bm25s_own_index(data_dir):
+    import numpy as np
+
+    from codepeft.data.base import get_task
+
+    task = get_task("conala", data_dir)
+    pool = [e.intent for e in task.load("train")] + ["", "the and of"]  # rows without any word too
+    queries = [e.intent for e in task.load("test")[:100]]
+    fast, reference = BM25Index.build(pool), BM25Index.build_with_bm25s_loop(pool)
+    np.testing.assert_allclose(fast.scores(queries), reference.scores(queries), rtol=1e-5, atol=1e-5)
+    assert top_k(fast.scores(queries), 8) == top_k(reference.scores(queries), 8)
+
+
+def test_bm25_agrees_with_rank_bm25():
+    import numpy as np
+    from rank_bm25 import BM25Okapi
+
+    pool = [*POOL, "sort the list of dictionaries by a key", "sort a string's characters"]
+    queries = [*OBVIOUS, "sort a list of strings", "string to integer"]
+    baseline = BM25Okapi([tokenize(t) for t in pool])
+    expected = [list(np.argsort(-baseline.get_scores(tokenize(q)), kind="stable")[:4]) for q in queries]
+    assert retrieve("bm25", pool, queries, k=4) == expected

@@ -164,3 +164,32 @@ def test_run_ids_follow_the_config(tmp_path):
     assert changed["zero-shot"] == first["zero-shot"] and changed["lora"] != first["lora"]
     steps = {r.arm: r.run_id for r in plan_runs(validate_study(BASE, ["limits.max_steps=7"]), check_models=False)}
     assert steps["zero-shot"] == first["zero-shot"] and steps["lora"] != first["lora"]
+
+
+PRESETS = Path(__file__).resolve().parents[1] / "studies"
+
+
+@pytest.mark.parametrize("name", ["conala", "codealpacapy", "apps"])
+def test_presets_are_valid_studies(name):
+    config = load_study(PRESETS / f"{name}.yaml")
+    assert {"zero-shot", "icl", "rag", "lora", "ia3", "prompt-tuning", "prefix-tuning"} <= set(config.arms)
+    assert config.ks == [1, 2, 5, 10]
+    from codepeft.methods import get_method
+
+    for arm, spec in config.arms.items():
+        get_method(config.method_of(arm)).params(spec.params)  # every arm's parameters validate
+
+
+@pytest.mark.parametrize("name", ["conala", "codealpacapy"])
+def test_presets_plan_on_the_local_data_with_a_swapped_model(name, data_dir):
+    config = load_study(PRESETS / f"{name}.yaml", ["models=[smollm2-135m]"])
+    runs = plan_runs(config, data_dir, check_models=False)
+    assert len(runs) == len(config.arms) and {r.model for r in runs} == {"smollm2-135m"}
+    assert all(r.dataset.metrics == ["em", "codebleu"] for r in runs)
+
+
+def test_apps_preset_prompt_arms_plan_offline(data_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = load_study(PRESETS / "apps.yaml", ["models=[smollm2-135m]", "arms=[zero-shot]"])
+    runs = plan_runs(config, data_dir, check_models=False)
+    assert runs[0].dataset.primary_metric == "pass@1" and "passk" in runs[0].dataset.metrics

@@ -255,3 +255,58 @@ def test_end_to_end_tiny_model(tmp_path, tiny_causal_dir, capsys):
     assert (out / "report.html").read_text().count("<svg") >= 2
     run_dirs = list(out.glob("runs/*lora*"))
     assert (run_dirs[0] / "train" / "adapter").is_dir() and (run_dirs[0] / "eval" / "generations.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_default_study_small(tmp_path, real_home, monkeypatch, capsys):
+    """The packaged default study (smollm2-135m, HumanEval study split, 5 arms), shrunk to fit 2 minutes."""
+    monkeypatch.setenv("CODEPEFT_HOME", str(real_home))
+    out = tmp_path / "default"
+    code, stdout, stderr = run_cli(["study", "--out", str(out), "limits.test_size=3", "limits.max_steps=2",
+                                    "generation.max_new_tokens=96"], capsys)
+    assert code == 0, stderr[-3000:]
+    rows = {r["arm"]: r for r in read_rows(out)}
+    assert set(rows) == {"zero-shot", "icl", "rag", "lora", "ia3"}
+    assert all(r["status"] == "done" and r["pass@1"] != "" for r in rows.values())
+    assert int(rows["lora"]["trainable_params"]) > int(rows["ia3"]["trainable_params"]) > 0
+    assert float(rows["rag"]["prompt_tokens_mean"]) > float(rows["zero-shot"]["prompt_tokens_mean"])
+    assert "report:" in stdout and "pass@1" in stdout
+
+
+def test_results_go_to_mlflow_when_it_is_installed(toy, fakes, capsys, monkeypatch):
+    import importlib.machinery
+    import sys
+    import types
+
+    logged: dict[str, list] = {"params": [], "metrics": [], "steps": []}
+    fake = types.ModuleType("mlflow")
+    fake.__spec__ = importlib.machinery.ModuleSpec("mlflow", None)
+    fake.set_tracking_uri = lambda uri: logged.setdefault("uri", uri)
+    fake.set_experiment = lambda name: logged.setdefault("experiment", name)
+
+    class Run:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    fake.start_run = lambda run_name: Run()
+    fake.log_params = lambda params: logged["params"].append(params)
+    fake.log_metrics = lambda metrics: logged["metrics"].append(metrics)
+    fake.log_metric = lambda key, value, step: logged["steps"].append((key, value, step))
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    study_file, out = toy
+    study_file.write_text(study_file.read_text().replace("tracking: none", "tracking: auto"))
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
+    assert logged["experiment"] == "toy" and logged["uri"].endswith("/mlruns")
+    assert sorted(p["arm"] for p in logged["params"]) == ["icl", "lora", "zero-shot"]
+    assert any(m.get("em_at_1") == 100.0 for m in logged["metrics"])
+    assert ("loss", 1.5, 2) in logged["steps"] and ("val_loss", 1.7, 2) in logged["steps"]
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorboard") is not None, reason="tensorboard installed")
+def test_asking_for_a_tracker_that_is_not_installed(toy, fakes, capsys):
+    study_file, out = toy
+    code, _, stderr = run_cli(["study", str(study_file), "--out", str(out), "tracking=tensorboard"], capsys)
+    assert code == 2 and "tensorboard is not installed" in stderr

@@ -10,7 +10,7 @@ import typer
 from codepeft.cli.app import app, console, out
 from codepeft.errors import CodepeftError
 
-DEFAULT_OUT = Path("codepeft-studies")
+DEFAULT_OUT = Path("studies-out")
 
 
 def split_arguments(arguments: list[str]) -> tuple[str | None, list[str]]:
@@ -51,7 +51,7 @@ def study(
              "limits.test_size=10 or arms.lora.params.r=8",
     )] = None,
     out_dir: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="study directory (default: codepeft-studies/<study name>)")] = None,
+        "--out", "-o", help="study directory (default: studies-out/<study name>)")] = None,
     force: Annotated[bool, typer.Option("--force", help="redo every run, even finished ones")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="local data sets directory")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate the study and list its runs")] = False,
@@ -60,7 +60,7 @@ def study(
     from codepeft.report import build_reports
     from codepeft.study.config import load_study
     from codepeft.study.progress import StudyProgress
-    from codepeft.study.runner import StudyRunner
+    from codepeft.study.runner import StudyRunner, is_disk_full
 
     path, overrides = split_arguments(arguments or [])
     config = load_study(path, overrides)
@@ -72,9 +72,15 @@ def study(
             state = "done" if (runner.run_dir(spec) / "run.json").exists() else "new"
             out.print(f"{spec.label}  ({state})  {runner.run_dir(spec)}", markup=False, highlight=False, soft_wrap=True)
         return
-    with progress:
-        outcome = runner.run()
-    reports = build_reports(study_dir)
+    try:
+        with progress:
+            outcome = runner.run()
+        reports = build_reports(study_dir)
+    except OSError as err:
+        if is_disk_full(err):
+            raise CodepeftError(f"disk full while writing under {study_dir}: free some space and rerun the same "
+                                "command; finished runs were kept and will be reused") from None
+        raise
     print_leaderboard(reports.data)
     if outcome.failed:
         console.print(f"[yellow]{len(outcome.failed)} of {len(outcome.runs)} runs failed[/]: see the table above "

@@ -18,13 +18,14 @@ from codepeft import __version__
 from codepeft.report import plots
 from codepeft.report.content import MAIN_METRICS, Panel, ReportData, examples, training_logs
 from codepeft.study.results import provenance
+from codepeft.study.runs import short_dataset, short_model
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1300px;padding:0 1rem;
 color:#1d2330;line-height:1.45}
 h1{margin-bottom:.2rem}h2{margin-top:2.5rem;border-bottom:2px solid #e3e6ee;padding-bottom:.3rem}
 .muted{color:#5b6475;font-size:.92rem}
-table{border-collapse:collapse;margin:1rem 0;font-size:.88rem}
+table{border-collapse:collapse;margin:1rem 0;font-size:.88rem;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #d9dde7;padding:.35rem .55rem;text-align:right;white-space:nowrap}
 th{background:#f2f4f8}td.name,th.name{text-align:left}
 tr.best td{background:#eefaf0;font-weight:600}
@@ -120,9 +121,9 @@ def panel_html(data: ReportData, panel: Panel, examples_count: int) -> str:
                   '<p class="muted">Ringed points joined by the dashed line are the Pareto front: no other arm '
                   "scores higher for less.</p>", cost]
     bar_metrics = [panel.primary, *[m for m in MAIN_METRICS if m in panel.metrics and m != panel.primary][:2]]
-    bars = [plots.bars_figure(panel.entries, m, f"{panel.title}: {m}") for m in bar_metrics]
-    if any(bars):
-        parts += ["<h3>Per-arm results with 95% intervals</h3>", *[b for b in bars if b]]
+    bars = plots.bars_figure(panel.entries, bar_metrics, f"{panel.title}: 95% intervals")
+    if bars:
+        parts += ["<h3>Per-arm results with 95% intervals</h3>", bars]
     curves = plots.curves_figure(training_logs(data.study, panel.dataset, panel.model), f"{panel.title}: training")
     if curves:
         parts += ["<h3>Training curves</h3>", curves]
@@ -137,7 +138,8 @@ def render_html(data: ReportData) -> str:
     failed_rows = [r for r in study.rows if r["status"] == "failed"]
     failed = ""
     if failed_rows:
-        items = "".join(f"<li>{esc(r['model'])} · {esc(r['dataset'])} · {esc(r['arm'])} · seed {esc(r['seed'])}: "
+        items = "".join(f"<li>{esc(short_model(r['model']))} · {esc(short_dataset(r['dataset']))} · {esc(r['arm'])} · "
+                        f"seed {esc(r['seed'])}: "
                         f"<code>{esc(r.get('error') or 'unknown error')}</code></li>" for r in failed_rows)
         failed = f"<h2>Failed runs</h2><ul>{items}</ul>"
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

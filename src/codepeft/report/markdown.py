@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from codepeft.report.content import Panel, ReportData
+from codepeft.study.runs import short_dataset, short_model
 
 
 def _escape(cell: str) -> str:
@@ -37,7 +38,7 @@ def render_markdown(data: ReportData) -> str:
     failed = [r for r in study.rows if r["status"] == "failed"]
     if failed:
         parts += ["## Failed runs", ""]
-        parts += [f"- {r['model']} · {r['dataset']} · {r['arm']} · seed {r['seed']}: "
+        parts += [f"- {short_model(r['model'])} · {short_dataset(r['dataset'])} · {r['arm']} · seed {r['seed']}: "
                   f"{r.get('error') or 'unknown error'}" for r in failed]
         parts.append("")
     parts += [f"Full results: `{data.csv_path.name}`, `{data.json_path.name}`; plots and examples: `report.html`.", ""]

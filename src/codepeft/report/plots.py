@@ -93,28 +93,33 @@ def cost_figure(entries: list[dict[str, Any]], metric: str, title: str) -> str |
     return to_svg(fig, f"cost-{title}-{metric}")
 
 
-def bars_figure(entries: list[dict[str, Any]], metric: str, title: str) -> str | None:
-    """Each arm's mean and 95% interval for ``metric``."""
-    rows = [e for e in entries if not math.isnan(_value(e, metric))]
-    if not rows:
+def bars_figure(entries: list[dict[str, Any]], metrics: Sequence[str], title: str) -> str | None:
+    """Each arm's mean and 95% interval, one panel per metric."""
+    metrics = [m for m in metrics if any(not math.isnan(_value(e, m)) for e in entries)]
+    if not metrics:
         return None
     plt = _pyplot()
-    colors = _arm_colors([e["arm"] for e in rows])
-    fig, axis = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.4), constrained_layout=True)
-    means = [_value(e, metric) for e in rows]
-    lower, upper = [], []
-    for entry, mean in zip(rows, means, strict=True):
-        low, high = interval(entry["metrics"][metric])
-        lower.append(mean - low if low is not None else 0.0)
-        upper.append(high - mean if high is not None else 0.0)
-    positions = range(len(rows))
-    axis.bar(positions, means, color=[colors[e["arm"]] for e in rows], yerr=[lower, upper], capsize=4,
-             error_kw={"elinewidth": 1})
-    axis.set_xticks(list(positions), [e["arm"] for e in rows], rotation=20, ha="right")
-    axis.set_ylabel(metric)
-    axis.set_title(title, loc="left", fontsize=10)
-    axis.grid(True, axis="y", alpha=0.3)
-    return to_svg(fig, f"bars-{title}-{metric}")
+    arms = [e["arm"] for e in entries]
+    colors = _arm_colors(arms)
+    width = max(3.6, 0.75 * len(entries) + 1.4)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(width * len(metrics), 3.4), constrained_layout=True,
+                             squeeze=False)
+    for axis, metric in zip(axes[0], metrics, strict=True):
+        rows = [e for e in entries if not math.isnan(_value(e, metric))]
+        means = [_value(e, metric) for e in rows]
+        lower, upper = [], []
+        for entry, mean in zip(rows, means, strict=True):
+            low, high = interval(entry["metrics"][metric])
+            lower.append(max(mean - low, 0.0) if low is not None else 0.0)
+            upper.append(max(high - mean, 0.0) if high is not None else 0.0)
+        positions = list(range(len(rows)))
+        axis.bar(positions, means, color=[colors[e["arm"]] for e in rows], yerr=[lower, upper], capsize=4,
+                 error_kw={"elinewidth": 1})
+        axis.set_xticks(positions, [e["arm"] for e in rows], rotation=20, ha="right")
+        axis.set_ylabel(metric)
+        axis.grid(True, axis="y", alpha=0.3)
+    axes[0][0].set_title(title, loc="left", fontsize=10)
+    return to_svg(fig, f"bars-{title}")
 
 
 def interval(result: dict[str, Any]) -> tuple[float | None, float | None]:

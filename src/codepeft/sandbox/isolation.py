@@ -1,15 +1,11 @@
-"""How a sandboxed program is started: resource limits, namespaces when the OS allows them, or a fallback.
+"""How sandboxed programs are started: resource limits, namespaces when the OS allows them, or a fallback.
 
-The preferred mode, ``namespaces``, starts each program under ``unshare`` in fresh user, mount, PID and
-network namespaces; ``_bootstrap.py`` then locks the filesystem read-only except the work directory,
-hides the home directories, drops every capability and runs the program in a forked child. It stays
-as the program's parent, so "kill my parent" never reaches codepeft. Killing the ``unshare`` process
-kills the namespace's init, and the kernel then kills every process left in that namespace (daemons
-and double-forked grandchildren included).
-
-Where ``unshare`` is missing or refused (no user namespaces), the ``rlimits`` mode runs the same
-bootstrap in its own session with the same resource limits, and cleans up escaped processes by the
-sandbox id in their environment. It cannot stop network access or writes outside the work directory,
+In the preferred mode, ``namespaces``, a sandbox server (``_bootstrap.py``) runs under ``unshare`` in
+its own user and network namespaces and forks every program into fresh mount and PID namespaces with
+a read-only filesystem except its work directory, hidden home directories and no capabilities (see
+``_bootstrap.py``). Where ``unshare`` is missing or refused (no user namespaces), the ``rlimits``
+mode runs the same server without namespaces: the same resource limits, sessions and clean-up of
+escaped processes (by the sandbox id in their environment), but no network or filesystem isolation,
 so it is announced with a logged warning.
 """
 
@@ -22,7 +18,7 @@ import shutil
 import site
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +26,7 @@ log = logging.getLogger(__name__)
 
 BOOTSTRAP = Path(__file__).with_name("_bootstrap.py")
 UNSHARE_FLAGS = ["--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--net", "--mount", "--mount-proc"]
+SERVER_UNSHARE_FLAGS = ["--user", "--map-root-user", "--net", "--mount"]
 Mode = Literal["namespaces", "rlimits"]
 
 
@@ -96,37 +93,18 @@ def _hidden_paths() -> list[str]:
     return sorted(p for p in paths if Path(p).exists())
 
 
-@dataclass(frozen=True)
-class LaunchSpec:
-    """What ``_bootstrap.py`` reads (as JSON) to set up the sandbox and exec the program."""
-
-    workdir: str
-    script: str
-    site_packages: list[str]
-    limits: dict[str, int | None]
-    lock_filesystem: bool
-    hide: list[str]
-    keep: list[str]
-
-
-def launch_command(mode: Mode, workdir: Path, script: str, limits: Limits) -> list[str]:
-    """The command line that runs the Python file ``script`` sandboxed in ``workdir`` under ``mode``.
-
-    Start it with ``sandbox_env(...)`` as its whole environment.
-    """
+def server_command(mode: Mode, base: Path) -> list[str]:
+    """The command line of a sandbox server (see ``_bootstrap.py``); programs' files live under ``base``."""
     import json
 
     namespaced = mode == "namespaces"
-    spec = LaunchSpec(
-        workdir=str(Path(workdir).resolve()), script=script, limits=limits.rlimits(),
-        site_packages=[p for p in site.getsitepackages() if Path(p).is_dir()],
-        lock_filesystem=namespaced,
-        hide=_hidden_paths() if namespaced else [], keep=_keep_paths(),
-    )
-    bootstrap = [sys.executable, "-I", "-S", str(BOOTSTRAP), json.dumps(asdict(spec))]
+    config = {"namespaces": namespaced, "base": str(Path(base).resolve()),
+              "hide": _hidden_paths() if namespaced else [], "keep": _keep_paths(),
+              "site_packages": [p for p in site.getsitepackages() if Path(p).is_dir()]}
+    server = [sys.executable, "-I", "-S", str(BOOTSTRAP), json.dumps(config)]
     if namespaced:
-        return [shutil.which("unshare") or "unshare", *UNSHARE_FLAGS, *bootstrap]
-    return bootstrap
+        return [shutil.which("unshare") or "unshare", *SERVER_UNSHARE_FLAGS, *server]
+    return server
 
 
 def sandbox_env(extra: dict[str, str]) -> dict[str, str]:

@@ -10,13 +10,16 @@ calls ``os._exit(0)`` or ``sys.exit()`` before its tests finish does not pass.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import queue
 import secrets
 import select
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +29,7 @@ from typing import Literal
 
 import psutil
 
-from codepeft.sandbox.isolation import Limits, Mode, choose_mode, default_workers, launch_command, sandbox_env
+from codepeft.sandbox.isolation import Limits, Mode, choose_mode, default_workers, sandbox_env, server_command
 
 Status = Literal["passed", "failed", "timed out", "crashed"]
 NONCE_ENV = "CODEPEFT_NONCE"
@@ -118,103 +121,167 @@ def _kill_leftovers(sandbox_id: str) -> None:
                 proc.kill()
 
 
-def _wait_for_exit(proc: subprocess.Popen, timeout: float) -> bool:
-    """Wait up to ``timeout`` s for ``proc`` to exit; True if it did.
+class SandboxServer:
+    """One sandbox server process (``_bootstrap.py``): runs one program at a time, each isolated."""
 
-    A pidfd wakes up the moment the process exits (``Popen.wait(timeout)`` polls with sleeps of up
-    to 50 ms, which would cost more than running a short program).
-    """
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
+    def __init__(self, mode: Mode) -> None:
+        self.mode = mode
+        # Every program's work directory and output files live under this base, the only place the
+        # server keeps writable.
+        self.base = Path(tempfile.mkdtemp(prefix="codepeft-sbx-"))
+        self.proc = subprocess.Popen(server_command(mode, self.base), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=sandbox_env({}), start_new_session=True, close_fds=True)
+        self._replies = self.proc.stdout
+        self._trash: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
+        self._cleaner: threading.Thread | None = None
+
+    def discard(self, directory: Path) -> None:
+        """Remove a finished program's directory; a background thread does it, off the critical path."""
+        if self._cleaner is None:
+            self._cleaner = threading.Thread(target=self._clean, daemon=True)
+            self._cleaner.start()
+        self._trash.put(directory)
+
+    def _clean(self) -> None:
+        while (directory := self._trash.get()) is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _reply(self, timeout: float | None) -> str | None:
+        """The next reply line, or None if none came within ``timeout`` seconds."""
+        if timeout is not None:
+            poller = select.poll()
+            poller.register(self._replies.fileno(), select.POLLIN)
+            if not poller.poll(max(0.0, timeout) * 1000):
+                return None
+        line = self._replies.readline().decode()
+        if not line:
+            raise RuntimeError("the sandbox server exited")
+        return line.strip()
+
+    def run(self, request: dict[str, object], timeout: float) -> tuple[int, bool]:
+        """Run one request; returns (wait status, timed out). The process group is killed either way."""
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        self.proc.stdin.flush()
+        started = self._reply(None)
+        pid = int(started.split()[1])
+        done = self._reply(timeout)
+        timed_out = done is None
+        if timed_out:
+            # The child's session holds the namespace's init, whose death takes every process in the
+            # namespace with it. (A child that finished has already cleared its own session.)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            done = self._reply(None)
+        return int(done.split()[1]), timed_out
+
+    def close(self) -> None:
+        if self._cleaner is not None:
+            self._trash.put(None)
+            self._cleaner.join()
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
         try:
-            proc.wait(timeout=timeout)
-            return True
+            self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            return False
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
-    finally:
-        os.close(pidfd)
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
-def run_program(program: Program, *, timeout: float = 10.0, limits: Limits | None = None,
-                mode: Mode | None = None) -> Outcome:
-    """Run ``program`` sandboxed and say whether it passed, failed, timed out or crashed, and why."""
-    limits = limits or Limits()
-    mode = choose_mode(mode)
+def _returncode(wait_status: int) -> int:
+    if os.WIFSIGNALED(wait_status):
+        return -os.WTERMSIG(wait_status)
+    return os.WEXITSTATUS(wait_status)
+
+
+def _run_on(server: SandboxServer, program: Program, timeout: float, limits: Limits) -> Outcome:
     nonce = secrets.token_hex(16)
     sandbox_id = secrets.token_hex(8)
-    private = Path(tempfile.mkdtemp(prefix="codepeft-run-"))
-    workdir = Path(tempfile.mkdtemp(prefix="codepeft-sbx-"))
+    private = Path(tempfile.mkdtemp(prefix="run-", dir=server.base))
+    workdir = private / "work"
+    workdir.mkdir()
     started = time.perf_counter()
     try:
         (workdir / "main.py").write_text(program.source, encoding="utf-8")
         for name, text in program.files.items():
             (workdir / name).write_text(text, encoding="utf-8")
         (private / "stdin").write_text(program.stdin or "", encoding="utf-8")
-        status_read, status_write = os.pipe()
-        os.set_blocking(status_read, False)
-        env = sandbox_env({NONCE_ENV: nonce, STATUS_FD_ENV: str(status_write), SANDBOX_ID_ENV: sandbox_id,
+        for name in ("stdout", "stderr", "status"):
+            (private / name).touch()
+        env = sandbox_env({NONCE_ENV: nonce, STATUS_FD_ENV: "3", SANDBOX_ID_ENV: sandbox_id,
                            "HOME": str(workdir), "TMPDIR": str(workdir)})
-        command = launch_command(mode, workdir, "main.py", limits)
-        with open(private / "stdin", "rb") as stdin, open(private / "stdout", "wb") as stdout, \
-                open(private / "stderr", "wb") as stderr:
-            try:
-                proc = subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=stderr, cwd=workdir,
-                                        start_new_session=True, pass_fds=(status_write,), close_fds=True,
-                                        env=env)
-            finally:
-                os.close(status_write)
-            try:
-                timed_out = not _wait_for_exit(proc, timeout)
-            finally:
-                # The session holds the program and, in namespaces mode, the PID namespace's init,
-                # whose death takes every other process in the namespace with it.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                returncode = proc.wait()
-                if mode == "rlimits":
-                    _kill_leftovers(sandbox_id)
-        seconds = time.perf_counter() - started
+        request = {"workdir": str(workdir.resolve()), "script": "main.py", "env": env, "limits": limits.rlimits(),
+                   **{name: str(private / name) for name in ("stdin", "stdout", "stderr", "status")}}
         try:
-            token = os.read(status_read, 4096).decode(errors="replace")
-        except BlockingIOError:
-            token = ""
+            status, timed_out = server.run(request, timeout)
         finally:
-            os.close(status_read)
+            if server.mode == "rlimits":
+                _kill_leftovers(sandbox_id)
+        seconds = time.perf_counter() - started
+        returncode = _returncode(status)
+        token = (private / "status").read_text(errors="replace")[:64]
         out = _read_capped(private / "stdout", limits.output_bytes)
         err_full = _read_capped(private / "stderr", limits.output_bytes)
-        notices = tuple(line[len(NOTICE):] for line in err_full.splitlines() if line.startswith(NOTICE))
+        notices = [line[len(NOTICE):] for line in err_full.splitlines() if line.startswith(NOTICE)]
         err = "\n".join(line for line in err_full.splitlines() if not line.startswith(NOTICE))
-        for notice in notices:
+        for notice in notices:  # how the program ended, as its session leader saw it
             if notice.startswith("signal "):
                 returncode = -int(notice.split()[1])
-        notices = tuple(n for n in notices if not n.startswith("signal "))
+            elif notice.startswith("exit "):
+                returncode = int(notice.split()[1])
+        notices = [n for n in notices if not n.startswith(("signal ", "exit "))]
         if timed_out:
-            status, reason = "timed out", f"wall-clock time-out after {timeout:g} s"
+            outcome, reason = "timed out", f"wall-clock time-out after {timeout:g} s"
         else:
-            status, reason = _classify(returncode, token == nonce, err)
-        return Outcome(status, reason, seconds, out, err, notices)
+            outcome, reason = _classify(returncode, token == nonce, err)
+        return Outcome(outcome, reason, seconds, out, err, tuple(notices))
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(private, ignore_errors=True)
+        server.discard(private)
+
+
+def run_program(program: Program, *, timeout: float = 10.0, limits: Limits | None = None,
+                mode: Mode | None = None) -> Outcome:
+    """Run ``program`` sandboxed and say whether it passed, failed, timed out or crashed, and why."""
+    return run_many([program], workers=1, timeout=timeout, limits=limits, mode=mode)[0]
 
 
 def run_many(programs: Sequence[Program], *, workers: int | None = None, timeout: float = 10.0,
              limits: Limits | None = None, mode: Mode | None = None,
              on_done: Callable[[int], None] | None = None) -> list[Outcome]:
-    """Run programs in parallel (one worker per core by default), each in its own sandbox, in order."""
+    """Run programs in parallel (one worker per core by default), each in its own sandbox, in order.
+
+    Each worker owns one sandbox server; a server that dies is replaced and its program reported
+    as crashed, so one program can never take another's result with it.
+    """
     mode = choose_mode(mode)
-    workers = workers or default_workers()
+    limits = limits or Limits()
+    workers = max(1, min(workers or default_workers(), len(programs) or 1))
+    idle: queue.SimpleQueue[SandboxServer] = queue.SimpleQueue()
+    servers: list[SandboxServer] = []
+    lock = threading.Lock()
 
     def one(program: Program) -> Outcome:
-        outcome = run_program(program, timeout=timeout, limits=limits, mode=mode)
+        try:
+            server = idle.get_nowait()
+        except queue.Empty:
+            server = SandboxServer(mode)
+            with lock:
+                servers.append(server)
+        try:
+            outcome = _run_on(server, program, timeout, limits)
+        except (RuntimeError, OSError, ValueError) as err:
+            server.close()
+            outcome = Outcome("crashed", f"sandbox server failed: {err}", 0.0)
+        else:
+            idle.put(server)
         if on_done is not None:
             on_done(1)
         return outcome
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, programs))
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, programs))
+    finally:
+        for server in servers:
+            server.close()

@@ -79,7 +79,7 @@ class SplitView(Task):
 
 def generate_arm(spec: RunSpec, run_dir: Path, adapter: Path | None, data_dir: Path | None) -> Path:
     """Generate for the test split (prompt arms build their prompts; train arms use their adapter)."""
-    from codepeft.generation import evaluate
+    from codepeft.generation.evaluate import evaluate
 
     dataset = spec.dataset.spec
     prompt_arm = spec.kind == "prompt"
