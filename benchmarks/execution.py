@@ -32,7 +32,8 @@ def wrong_variant(problem: dict) -> str:
 
 def jobs() -> list[tuple[dict, str]]:
     problems = read_problems()
-    return [(p, p["canonical_solution"]) for p in problems.values()] + [(p, wrong_variant(p)) for p in problems.values()]
+    canonical = [(p, p["canonical_solution"]) for p in problems.values()]
+    return canonical + [(p, wrong_variant(p)) for p in problems.values()]
 
 
 def run_reference(batch, workers: int, timeout: float) -> list[bool]:

@@ -32,19 +32,25 @@ def spiky(loaded, seed: int = 0):
     return loaded
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    """Tiny models gain nothing from threads, and on a shared, busy CPU two threads spin-wait 10x slower."""
+    monkeypatch.setenv("CODEPEFT_THREADS", "1")
+
+
 @pytest.fixture(scope="module")
 def causal(tiny_causal_dir):
-    return spiky(load_model(tiny_causal_dir, dtype="float32"))
+    return spiky(load_model(tiny_causal_dir, dtype="float32", threads=1))
 
 
 @pytest.fixture(scope="module")
 def base(tiny_base_dir):
-    return spiky(load_model(tiny_base_dir, dtype="float32"), seed=1)
+    return spiky(load_model(tiny_base_dir, dtype="float32", threads=1), seed=1)
 
 
 @pytest.fixture(scope="module")
 def seq2seq(tiny_seq2seq_dir):
-    return spiky(load_model(tiny_seq2seq_dir, dtype="float32"), seed=2)
+    return spiky(load_model(tiny_seq2seq_dir, dtype="float32", threads=1), seed=2)
 
 
 def chat_prompts(loaded):

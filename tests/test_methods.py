@@ -40,7 +40,9 @@ def memorisable(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_wide_causal_dir(tmp_path_factory) -> Path:
-    """A tiny Llama 64 wide: bitsandbytes' CPU 4-bit kernels need widths divisible by 64."""
+    """A tiny Llama 64 wide (bitsandbytes' CPU 4-bit kernels need widths divisible by 64) whose weights start
+    larger than the default 0.02: with tiny random embeddings the logits cannot move far unless the embeddings
+    themselves are trained, so only full fine-tuning could show it memorises."""
     from tiny import build_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -49,7 +51,7 @@ def tiny_wide_causal_dir(tmp_path_factory) -> Path:
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
                          eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-                         tie_word_embeddings=True)
+                         tie_word_embeddings=True, initializer_range=0.2)
     directory = tmp_path_factory.mktemp("tiny-wide")
     LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -130,12 +132,14 @@ def greedy_by_hand(loaded, prompt: str, steps: int) -> str:
     return tokenizer.decode(new, skip_special_tokens=True)
 
 
-CASES = [(m, "causal") for m in METHODS] + [(m, "seq2seq") for m in METHODS if m != "qlora-4bit"]
+# seq2seq: one of each family (dora and the qlora variants share LoRA's code path; T5 is 32 wide)
+CASES = [(m, "causal") for m in METHODS] + [
+    (m, "seq2seq") for m in METHODS if m in {"lora", "ia3", "prompt-tuning", "prefix-tuning", "full"}]
 
 
 @pytest.mark.parametrize(("method", "kind"), CASES)
-def test_method_trains_saves_reloads_and_generates(method, kind, memorisable, tiny_causal_dir, tiny_seq2seq_dir,
-                                                   tiny_wide_causal_dir, tmp_path):
+def test_method_trains_saves_reloads_and_generates(method, kind, memorisable, tiny_seq2seq_dir, tiny_wide_causal_dir,
+                                                   tmp_path):
     from codepeft.data import get_task
     from codepeft.data.prompts import build_prompt
     from codepeft.generation.generate import generate
@@ -145,17 +149,16 @@ def test_method_trains_saves_reloads_and_generates(method, kind, memorisable, ti
 
     if get_method(method).quantization and (problem := bitsandbytes_problem()):
         pytest.skip(f"{method} cannot run on this machine: {problem}")
-    model_dir = tiny_seq2seq_dir if kind == "seq2seq" else (
-        tiny_wide_causal_dir if method == "qlora-4bit" else tiny_causal_dir)
+    model_dir = tiny_seq2seq_dir if kind == "seq2seq" else tiny_wide_causal_dir
+    quantization = get_method(method).quantization
     params = {"lr": TEST_LR[method]}
     if method in {"lora", "dora", "qlora-4bit", "qlora-8bit"}:
         params["r"] = 4
-    settings = TrainSettings(max_steps=12, batch_size=4, eval_every=6, dtype="float32", val_limit=None)
+    settings = TrainSettings(max_steps=8, batch_size=4, eval_every=4, dtype="float32", val_limit=None)
     result = train(str(model_dir), [f"jsonl:{memorisable}"], method, params, tmp_path / "run", settings)
 
-    # the loss falls on a memorisable set (PEFT methods cannot go far: the tiny model's random embeddings
-    # bound the logits, so only full fine-tuning, which trains them, gets near zero)
-    assert result.best_val_loss < result.initial_val_loss - 0.02, (result.initial_val_loss, result.val_losses)
+    # the loss falls on a memorisable set
+    assert result.best_val_loss < result.initial_val_loss - 0.1, (result.initial_val_loss, result.val_losses)
     assert result.val_losses[-1][1] <= result.val_losses[0][1]
     # trainable parameters are exactly what the method implies for this base model
     base = load_model(model_dir, dtype="float32")
@@ -164,7 +167,8 @@ def test_method_trains_saves_reloads_and_generates(method, kind, memorisable, ti
     assert costs["tokens_seen"] > 0 and costs["tokens_per_second"] > 0 and costs["peak_rss_bytes"] > 0
 
     # the saved adapter reloads to the model that scored the best validation loss
-    loaded = load_model(model_dir, dtype="float32", adapter=result.adapter_dir)
+    # (a QLoRA adapter was trained on the quantised base and is evaluated on it)
+    loaded = load_model(model_dir, dtype="float32", adapter=result.adapter_dir, quantization=quantization)
     assert validation_loss(loaded, memorisable) == pytest.approx(result.best_val_loss, rel=2e-3)
 
     # generation with the adapter: generate() gives what step-by-step greedy decoding gives
@@ -173,7 +177,6 @@ def test_method_trains_saves_reloads_and_generates(method, kind, memorisable, ti
     prompt = build_prompt(task, example, loaded.tokenizer, loaded.style)
     generated = generate(loaded, [prompt, "x"], GenerationSettings(max_new_tokens=6, batch_size=2))
     assert generated[0].texts[0] == greedy_by_hand(loaded, prompt, 6)
-    assert generated[0].new_tokens[0] > 0
 
 
 def test_qlora_4bit_on_a_narrow_model_says_why(tiny_causal_dir, memorisable, tmp_path):

@@ -18,6 +18,12 @@ from codepeft.models.loading import set_threads
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    """Tiny models gain nothing from threads, and on a shared, busy CPU two threads spin-wait 10x slower."""
+    monkeypatch.setenv("CODEPEFT_THREADS", "1")
+
+
 def cli(*args: str):
     from codepeft.cli import main
 
@@ -87,7 +93,7 @@ def test_bad_model_specs_are_one_line_errors(spec, message, monkeypatch, tmp_pat
 
 def test_directory_without_config_and_missing_gguf(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CodepeftError, match="has no config.json"):
+    with pytest.raises(CodepeftError, match=r"has no config\.json"):
         resolve_model_path(tmp_path / "empty")
     with pytest.raises(CodepeftError, match="not found"):
         resolve_model_path(tmp_path / "missing.gguf")
@@ -186,3 +192,40 @@ def test_help_everywhere(command):
     _load_commands()
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_8bit_quantization_loads_and_generates(tiny_causal_dir):
+    from codepeft.generation import GenerationSettings, generate
+
+    loaded = load_model(tiny_causal_dir, quantization="8bit", dtype="float32")
+    assert type(loaded.model.model.layers[0].self_attn.q_proj).__name__ == "Linear8bitLt"
+    assert loaded.identity["quantization"] == "8bit"
+    assert generate(loaded, ["sort a list"], GenerationSettings(max_new_tokens=3))[0].new_tokens[0] >= 1
+
+
+def test_unknown_quantization_is_an_error(tiny_causal_dir):
+    with pytest.raises(CodepeftError, match="unknown quantization '3bit'"):
+        load_model(tiny_causal_dir, quantization="3bit")
+
+
+def test_adapter_is_attached_through_load_model(tiny_causal_dir, tmp_path):
+    """A LoRA saved by the training package is attached (and merged) by ``load_model(adapter=...)``."""
+    from peft import LoraConfig, get_peft_model
+
+    from codepeft.generation import GenerationSettings, generate
+    from codepeft.models import find_target_modules
+    from codepeft.training.adapters import save_adapter
+
+    base = load_model(tiny_causal_dir, dtype="float32")
+    targets = find_target_modules(base.model)
+    peft_model = get_peft_model(base.model, LoraConfig(r=2, target_modules=targets.attention, init_lora_weights=False))
+    save_adapter(peft_model, base, "lora", {"r": 2}, tmp_path / "adapter")
+
+    attached = load_model(tiny_causal_dir, dtype="float32", adapter=tmp_path / "adapter")
+    merged = load_model(tiny_causal_dir, dtype="float32", adapter=tmp_path / "adapter", merge=True)
+    assert attached.identity["adapter"] == str(tmp_path / "adapter") and merged.identity["merged"] is True
+    settings = GenerationSettings(max_new_tokens=6)
+    prompts = ["sort a list"]
+    assert generate(attached, prompts, settings)[0].texts == generate(merged, prompts, settings)[0].texts
+    with pytest.raises(CodepeftError, match=r"adapter .* not found"):
+        load_model(tiny_causal_dir, adapter=tmp_path / "missing")

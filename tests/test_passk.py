@@ -53,7 +53,8 @@ def _payload(problem):
 
 
 def test_canonical_solutions_pass_164_of_164(problems):
-    records = [{"id": task, "candidates": [p["canonical_solution"]], "tests": _payload(p)} for task, p in problems.items()]
+    records = [{"id": task, "candidates": [p["canonical_solution"]], "tests": _payload(p)}
+               for task, p in problems.items()]
     outcomes = execute_candidates(records, timeout=10)
     failures = {r["id"]: o[0].reason for r, o in zip(records, outcomes, strict=True) if not o[0].passed}
     assert len(records) == 164

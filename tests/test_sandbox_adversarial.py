@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import platform
 import socket
-import tempfile
 import textwrap
 import time
 import uuid
@@ -75,7 +74,8 @@ HOSTILE: dict[str, str] = {
         import socket
         socket.create_connection(("127.0.0.1", PORT), timeout=1).sendall(b"exfiltrate")
     """,
-    "kill the parent process": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.killpg(0, signal.SIGKILL)\n",
+    "kill the parent process": (
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.killpg(0, signal.SIGKILL)\n"),
     "os._exit before the tests": "import os\nos._exit(0)\nassert False\n",
     "huge output": "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n",
     "recursion bomb": "import sys\nsys.setrecursionlimit(10**8)\ndef f(n):\n    return f(n + 1) + 1\nf(0)\n",
@@ -98,15 +98,23 @@ HOSTILE: dict[str, str] = {
     "sleep past the time-out": "import time\ntime.sleep(60)\n",
     "kill every process it can see": "import os, signal\nos.kill(-1, signal.SIGKILL)\n",
     "sys.exit(0) before the tests": "import sys\nsys.exit(0)\nassert False\n",
+    "fill the disk": "index = 0\nwhile True:\n    index += 1\n    open(f'fill{index}', 'wb').write(b'x' * (1 << 20))\n",
 }
 
 
+@pytest.mark.skipif(not namespaces_available(), reason="needs namespaces")
+def test_work_directory_is_bounded_in_size():
+    limits = Limits(workdir_bytes=4 << 20)
+    outcome = run_many(_programs(["fill the disk"], Path("/nonexistent"), 1), workers=1, timeout=TIMEOUT,
+                       limits=limits)[0]
+    assert outcome.status == "failed" and "No space left on device" in outcome.reason, outcome
+
+
 def _leftovers() -> list[psutil.Process]:
-    prefix = str(Path(tempfile.gettempdir()) / "codepeft-sbx-")
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if MARKER in " ".join(proc.info["cmdline"] or []) or proc.cwd().startswith(prefix):
+            if MARKER in " ".join(proc.info["cmdline"] or []) or "/codepeft-sbx-" in proc.cwd():
                 found.append(proc)
         except (psutil.Error, OSError):
             continue
@@ -217,9 +225,11 @@ def test_home_and_listed_directories_are_hidden(tmp_path, monkeypatch):
 
 # The fallback cannot isolate the filesystem, the network or the whole machine's processes, so only
 # the hostile programs it can contain run against it (never "kill every process it can see").
-FALLBACK_SAFE = ["infinite loop", "sleeping children outliving the parent", "detached daemon", "kill the parent process",
-                 "os._exit before the tests", "huge output", "recursion bomb", "ignore the time-out signals",
-                 "monkey-patch builtins to fake success", "sleep past the time-out", "memory bomb"]
+FALLBACK_SAFE = [
+    "infinite loop", "sleeping children outliving the parent", "detached daemon", "kill the parent process",
+    "os._exit before the tests", "huge output", "recursion bomb", "ignore the time-out signals",
+    "monkey-patch builtins to fake success", "sleep past the time-out", "memory bomb",
+]
 
 
 def test_rlimits_fallback_contains_processes(tmp_path, listener):

@@ -16,7 +16,8 @@ ADD = {"kind": "humaneval", "prompt": "def add(a, b):\n", "entry_point": "add",
 NEG = {"kind": "humaneval", "prompt": "def neg(a):\n", "entry_point": "neg",
        "test": "def check(candidate):\n    assert candidate(2) == -2\n"}
 RECORDS = [
-    {"id": "add", "candidates": ["    return a + b", "    return a - b"], "reference": "    return a + b", "tests": ADD},
+    {"id": "add", "candidates": ["    return a + b", "    return a - b"], "reference": "    return a + b",
+     "tests": ADD},
     {"id": "neg", "candidates": ["    return a", "    while True:\n        pass"], "reference": "    return -a",
      "tests": NEG},
 ]
@@ -90,7 +91,7 @@ def test_bad_run_directories_are_one_line_errors(tmp_path, capsys, setup, messag
         (run / "generations.jsonl").write_text("{not json\n" + json.dumps(RECORDS[0]) + "\n")
     if setup == "empty":
         (run / "generations.jsonl").write_text("\n")
-    code, out, err = _cli(["score", str(run)], capsys)
+    code, _, err = _cli(["score", str(run)], capsys)
     assert code == 2 and err.startswith("error:") and message in err and "Traceback" not in err
 
 

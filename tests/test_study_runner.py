@@ -310,3 +310,38 @@ def test_asking_for_a_tracker_that_is_not_installed(toy, fakes, capsys):
     study_file, out = toy
     code, _, stderr = run_cli(["study", str(study_file), "--out", str(out), "tracking=tensorboard"], capsys)
     assert code == 2 and "tensorboard is not installed" in stderr
+
+
+def test_live_table_counts_statuses_and_estimates_time_left(toy, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from codepeft.study import progress as progress_module
+    from codepeft.study.config import load_study
+    from codepeft.study.progress import StudyProgress
+    from codepeft.study.runner import RunEvent
+    from codepeft.study.runs import plan_runs
+
+    clock = [100.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    study_file, _ = toy
+    runs = plan_runs(load_study(study_file), check_models=False)
+    buffer = io.StringIO()
+    table = StudyProgress(Console(file=buffer, width=160), title="toy")
+    for spec in runs:
+        table(RunEvent(spec, "queued"))
+    assert table.eta_seconds() is None  # nothing finished yet
+    zero, icl, _lora = runs
+    table(RunEvent(zero, "generating"))
+    clock[0] += 10
+    table(RunEvent(zero, "done", score=50.0))
+    table(RunEvent(icl, "generating"))
+    clock[0] += 4
+    assert table.eta_seconds() == pytest.approx(6 + 10)  # icl: 10 - 4 left; lora: a prompt run's 10 as a guess
+    table(RunEvent(icl, "failed", error="RuntimeError: boom"))
+    with table:
+        pass
+    text = buffer.getvalue()
+    assert "1 done" in text and "1 failed" in text and "1 queued" in text and "RuntimeError: boom" in text
+    assert "50.0" in text and "ETA 10s" in text

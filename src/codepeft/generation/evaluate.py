@@ -148,9 +148,13 @@ def evaluate(
         raise CodepeftError(f"data set {task_spec!r} split {split!r} has no examples: choose another split")
     ids = [q.id for q in queries]
     zero_shot = method == "zero-shot"
-    model_spec = model.identity.get("spec", "?") if isinstance(model, LoadedModel) else str(model)
+    if isinstance(model, LoadedModel):  # already loaded: its own spec, adapter and dtype are what ran
+        model_spec, dtype = model.identity.get("spec", "?"), model.identity.get("dtype", dtype)
+        adapter_label = str(adapter) if adapter else model.identity.get("adapter")
+    else:
+        model_spec, adapter_label = str(model), str(adapter) if adapter else None
     request = _request(model_spec, task_spec, split, method, params.model_dump(mode="json"), settings, limit,
-                       str(adapter) if adapter else None, None if zero_shot else pool_split, dtype)
+                       adapter_label, None if zero_shot else pool_split, dtype)
     done = _prepare_run_dir(run_dir, request, ids, force)
     todo = [q for q in queries if q.id not in done]
     if not todo and (run_dir / CONFIG).exists():

@@ -49,7 +49,7 @@ def _hub_offline() -> bool:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or os.sep in spec.rstrip(os.sep) and not _HUB_ID.match(spec)
+    return spec.startswith((".", "/", "~")) or (os.sep in spec.rstrip(os.sep) and not _HUB_ID.match(spec))
 
 
 def _resolve_hub_id(spec: str) -> Path:
@@ -239,7 +239,9 @@ def load_model(
 def _attach(loaded: LoadedModel, adapter: str | Path, merge: bool) -> LoadedModel:
     adapter_path = Path(adapter).expanduser()
     if not adapter_path.exists():
-        raise CodepeftError(f"adapter {adapter_path} not found: pass the adapter/ directory written by `codepeft train`")
+        raise CodepeftError(
+            f"adapter {adapter_path} not found: pass the adapter/ directory written by `codepeft train`"
+        )
     try:
         from codepeft.training.adapters import attach_adapter
     except ModuleNotFoundError as err:

@@ -60,7 +60,7 @@ def _linear_shape(module: Any) -> tuple[int, int] | None:
     try:
         from transformers.pytorch_utils import Conv1D
     except ImportError:  # pragma: no cover - transformers always has it
-        Conv1D = ()  # noqa: N806
+        Conv1D = ()
     if Conv1D and isinstance(module, Conv1D):
         weight = module.weight
         return int(weight.shape[0]), int(weight.shape[1])  # Conv1D stores (in, out)
@@ -88,7 +88,7 @@ def _classify(name: str, shape: tuple[int, int], vocab: int | None) -> tuple[str
     """(group, role) of one linear module: group is attention, mlp, other or excluded."""
     parts = name.split(".")
     leaf, parents = parts[-1], parts[:-1]
-    if _HEAD.match(leaf) and not parents or (vocab and shape[1] == vocab and _block(parents) is None):
+    if (_HEAD.match(leaf) and not parents) or (vocab and shape[1] == vocab and _block(parents) is None):
         return "excluded", None
     if leaf in {"lm_head", "embed_out"}:
         return "excluded", None

@@ -9,7 +9,8 @@ and the limits; the server forks and answers ``started PID``, then ``done STATUS
 gone. Forking a warm interpreter is what keeps execution cheap: no interpreter starts per program.
 
 The forked child (its own session) enters fresh mount and PID namespaces and forks the namespace's
-init. The init makes the base read-only except its own work directory, mounts a fresh /proc, enters
+init. The init turns its work directory into a size-limited tmpfs (with the program's files), makes
+the rest of the base read-only, mounts a fresh /proc, enters
 a nested user namespace (whose copies of
 those mounts are locked, and which gives the program its own process count), sets the resource
 limits and forks the program, which drops every capability and runs as ``__main__``. The init stays
@@ -40,7 +41,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 
 
 def warn(message):
-    os.write(2, f"codepeft-sandbox: {message}\n".encode())
+    os.write(2, f"\ncodepeft-sandbox: {message}\n".encode())  # own line even after partial output
 
 
 def mount(source, target, fstype, flags, data=None):
@@ -208,7 +209,15 @@ def isolate_and_run(request, config):
         # Only this program's work directory stays writable: the rest of the server's writable base
         # (other programs' directories) turns read-only in this mount namespace.
         try:
-            mount(workdir, workdir, None, MS_BIND)
+            # The work directory becomes a small tmpfs of its own (fast, and bounded in size).
+            files = {}
+            for name in os.listdir(workdir):
+                with open(os.path.join(workdir, name), "rb") as handle:
+                    files[name] = handle.read()
+            mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, f"size={request['workdir_bytes']},mode=0777")
+            for name, data in files.items():
+                with open(os.path.join(workdir, name), "wb") as handle:
+                    handle.write(data)
             remount_read_only(config["base"], [])
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         except OSError as err:

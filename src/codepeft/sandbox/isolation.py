@@ -40,6 +40,7 @@ class Limits:
     file_size_bytes: int | None = 16 << 20
     open_files: int | None = 256
     output_bytes: int = 64 << 10  # how much of stdout/stderr is kept in the result
+    workdir_bytes: int = 64 << 20  # size of the work directory (a tmpfs of its own, with namespaces)
 
     def rlimits(self) -> dict[str, int | None]:
         return {"cpu": self.cpu_seconds, "as": self.memory_bytes, "nproc": self.processes,

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import secrets
 import select
 import shutil
@@ -79,14 +80,28 @@ def _read_capped(path: Path, cap: int) -> str:
     return text + "\n[... output cut]" if len(data) > cap else text
 
 
+def _tail(path: Path, size: int = 4096) -> str:
+    """The end of a file (the sandbox's own notices come last, after any amount of program output)."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - size))
+        return handle.read().decode("utf-8", errors="replace")
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b.*")
+
+
 def _last_exception(stderr: str) -> str:
-    """The final ``Type: message`` line of a traceback, if any."""
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    for line in reversed(lines):
-        head = line.split(":", 1)[0].strip()
-        if head and head.replace(".", "").replace("_", "").isalnum() and head[0].isupper() and not line.startswith(" "):
+    """The final ``SomeError: message`` line of a traceback, or "" when there is none."""
+    marker = "Traceback (most recent call last):"
+    if marker in stderr:
+        after = stderr[stderr.rindex(marker) + len(marker):].splitlines()
+        unindented = [line for line in after if line.strip() and not line[0].isspace()]
+        if unindented:
+            return unindented[-1].strip()[:300]
+    for line in reversed(stderr.strip().splitlines()):
+        if EXCEPTION_LINE.match(line):
             return line.strip()[:300]
-    return lines[-1].strip()[:300] if lines else ""
+    return ""
 
 
 def _classify(returncode: int, token_ok: bool, stderr: str) -> tuple[Status, str]:
@@ -121,6 +136,15 @@ def _kill_leftovers(sandbox_id: str) -> None:
                 proc.kill()
 
 
+def _base_parent(mode: Mode) -> str | None:
+    """Where servers keep programs' files: RAM (/dev/shm) with namespaces, where each program's writes
+    are confined to its own size-limited tmpfs; the temporary directory otherwise."""
+    shm = Path("/dev/shm")
+    if mode == "namespaces" and shm.is_dir() and os.access(shm, os.W_OK):
+        return str(shm)
+    return None
+
+
 class SandboxServer:
     """One sandbox server process (``_bootstrap.py``): runs one program at a time, each isolated."""
 
@@ -128,7 +152,7 @@ class SandboxServer:
         self.mode = mode
         # Every program's work directory and output files live under this base, the only place the
         # server keeps writable.
-        self.base = Path(tempfile.mkdtemp(prefix="codepeft-sbx-"))
+        self.base = Path(tempfile.mkdtemp(prefix="codepeft-sbx-", dir=_base_parent(mode)))
         self.proc = subprocess.Popen(server_command(mode, self.base), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      env=sandbox_env({}), start_new_session=True, close_fds=True)
         self._replies = self.proc.stdout
@@ -212,6 +236,7 @@ def _run_on(server: SandboxServer, program: Program, timeout: float, limits: Lim
         env = sandbox_env({NONCE_ENV: nonce, STATUS_FD_ENV: "3", SANDBOX_ID_ENV: sandbox_id,
                            "HOME": str(workdir), "TMPDIR": str(workdir)})
         request = {"workdir": str(workdir.resolve()), "script": "main.py", "env": env, "limits": limits.rlimits(),
+                   "workdir_bytes": limits.workdir_bytes,
                    **{name: str(private / name) for name in ("stdin", "stdout", "stderr", "status")}}
         try:
             status, timed_out = server.run(request, timeout)
@@ -223,13 +248,16 @@ def _run_on(server: SandboxServer, program: Program, timeout: float, limits: Lim
         token = (private / "status").read_text(errors="replace")[:64]
         out = _read_capped(private / "stdout", limits.output_bytes)
         err_full = _read_capped(private / "stderr", limits.output_bytes)
-        notices = [line[len(NOTICE):] for line in err_full.splitlines() if line.startswith(NOTICE)]
-        err = "\n".join(line for line in err_full.splitlines() if not line.startswith(NOTICE))
-        for notice in notices:  # how the program ended, as its session leader saw it
-            if notice.startswith("signal "):
-                returncode = -int(notice.split()[1])
-            elif notice.startswith("exit "):
-                returncode = int(notice.split()[1])
+        notices = [line[len(NOTICE):] for line in (err_full + "\n" + _tail(private / "stderr")).splitlines()
+                   if line.startswith(NOTICE)]
+        err = "\n".join(line for line in err_full.splitlines() if not line.startswith(NOTICE)).rstrip("\n")
+        # How the program ended: its parent reports a death by signal, the session leader the status.
+        signals = [n for n in notices if n.startswith("signal ")]
+        exits = [n for n in notices if n.startswith("exit ")]
+        if signals:
+            returncode = -int(signals[0].split()[1])
+        elif exits:
+            returncode = int(exits[-1].split()[1])
         notices = [n for n in notices if not n.startswith(("signal ", "exit "))]
         if timed_out:
             outcome, reason = "timed out", f"wall-clock time-out after {timeout:g} s"

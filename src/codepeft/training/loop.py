@@ -265,7 +265,8 @@ def _train(run: _Run) -> TrainResult:  # noqa: C901 - the loop reads best in one
         context = torch.autocast(accelerator.device.type, dtype=torch.bfloat16) if autocast_bf16 else (
             contextlib.nullcontext())
         with context:
-            loss = model(**batch).loss
+            # no cache: transformers keeps packed rows block-diagonal only when no cache is passed
+            loss = model(**batch, use_cache=False).loss
         meter.processed_tokens += processed_tokens(batch)
         return loss.float() * count, count
 

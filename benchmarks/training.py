@@ -1,0 +1,132 @@
+"""Training throughput: the reference study's fixed padding against codepeft's default, side by side.
+
+LoRA on the CoNaLa training split with smollm2-135m, the same number of optimizer steps per arm:
+
+- ``reference``: every example padded to 64 + 64 = 128 tokens, batch 8 (the reference study's way);
+- ``codepeft``: codepeft's default (examples of a batch packed into one row, no padding), batch 8.
+
+Each arm runs in its own process (so peak memory is its own), arms alternate when ``--repeats`` > 1.
+The CPU's bf16 matrix-multiply peak is measured in the same run, and model FLOP utilisation (MFU)
+is computed against it from the real (non-padding) tokens per second:
+FLOPs per token = 2·P (forward) + 2·P (backward through frozen weights) + 6·T (trainable weights),
+P the parameters used in matrix multiplies (all linear layers, the output head), T the trainable ones.
+
+    .venv/bin/python benchmarks/training.py --steps 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ARMS = {
+    "reference": {"batching": "fixed", "max_length": 128},
+    "codepeft": {},
+    "dynamic": {"batching": "dynamic", "max_length": 128},
+}
+
+
+def matmul_peak_flops(dtype_name: str = "bfloat16", size: int = 2048, repeats: int = 10) -> float:
+    """Best observed FLOP/s of a square matmul in ``dtype_name`` with torch's current threads."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def matmul_parameters(adapter_dir: Path) -> int:
+    """Parameters of the base model used in matrix multiplies (linear layers and the output head)."""
+    from codepeft.models import load_model
+    from codepeft.training.adapters import read_adapter_meta
+
+    meta = read_adapter_meta(adapter_dir)
+    loaded = load_model(meta["base"]["path"], dtype="bfloat16")
+    import torch
+
+    # lm_head is an nn.Linear (its weight tied to the embeddings): counted once, as a matmul
+    return int(sum(m.weight.numel() for m in loaded.model.modules() if isinstance(m, torch.nn.Linear)))
+
+
+def run_arm(name: str, args: argparse.Namespace, out: Path) -> dict:
+    """Train one arm in a child process; return its costs.json plus the final validation loss."""
+    settings = {"max_steps": args.steps, "batch_size": 8, "eval_every": args.steps, "val_limit": args.val_limit,
+                "seed": args.seed, "train_limit": args.train_limit, "force": True, **ARMS[name]}
+    code = (
+        "import json,sys; from codepeft.training import train, TrainSettings; "
+        f"r = train({args.model!r}, ['conala'], 'lora', None, {str(out)!r}, TrainSettings(**json.loads(sys.argv[1]))); "
+        "print('RESULT', json.dumps({'val': r.best_val_loss, 'initial': r.initial_val_loss}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(settings)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"arm {name} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[7:])
+    costs = json.loads((out / "costs.json").read_text())
+    return {**costs, "val_loss": result["val"], "initial_val_loss": result["initial"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--steps", type=int, default=30, help="optimizer steps per arm")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating runs per arm (medians reported)")
+    parser.add_argument("--arms", default="reference,codepeft", help=f"comma list of {', '.join(ARMS)}")
+    parser.add_argument("--val-limit", type=int, default=100)
+    parser.add_argument("--train-limit", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import torch
+
+    from codepeft.models.loading import set_threads
+
+    threads = set_threads(None)
+    peak = matmul_peak_flops()
+    arms = args.arms.split(",")
+    runs: dict[str, list[dict]] = {a: [] for a in arms}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            for arm in arms:
+                runs[arm].append(run_arm(arm, args, Path(tmp) / f"{arm}-{repeat}"))
+                print(f"# {arm} run {repeat + 1}: {runs[arm][-1]['tokens_per_second']} real tokens/s", flush=True)
+        matmul_params = matmul_parameters(Path(tmp) / f"{arms[0]}-0" / "adapter")
+    peak_after = matmul_peak_flops()
+
+    def median(arm: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[arm])
+
+    baseline = median(arms[0], "tokens_per_second")
+    print(f"\nbf16 matmul peak ({threads} threads): {peak / 1e9:.1f} GFLOP/s before, {peak_after / 1e9:.1f} after; "
+          f"{args.steps} steps x batch 8 per arm, {args.repeats} run(s) each, torch {torch.__version__}")
+    header = f"{'arm':<10} {'real tok/s':>10} {'ratio':>6} {'pad %':>6} {'val loss':>9} {'init val':>9} " \
+             f"{'peak RSS':>9} {'MFU':>6} {'train s':>8}"
+    print(header)
+    print("-" * len(header))
+    best_peak = max(peak, peak_after)
+    for arm in arms:
+        tps = median(arm, "tokens_per_second")
+        trainable = runs[arm][0]["trainable_parameters"]
+        flops_per_token = 4 * matmul_params + 6 * trainable
+        mfu = tps * flops_per_token / best_peak
+        print(f"{arm:<10} {tps:>10.1f} {tps / baseline:>6.2f} {100 * median(arm, 'padding_fraction'):>6.1f} "
+              f"{median(arm, 'val_loss'):>9.4f} {median(arm, 'initial_val_loss'):>9.4f} "
+              f"{median(arm, 'peak_rss_bytes') / 2**30:>8.2f}G {100 * mfu:>5.1f}% {median(arm, 'train_seconds'):>8.1f}")
+    print(f"\nMFU: real tokens/s x (4 x {matmul_params / 1e6:.1f}M matmul params + 6 x trainable) / best bf16 peak")
+    print("tokens seen per arm: " + ", ".join(f"{a}={runs[a][0]['tokens_seen']}" for a in arms))
+
+
+if __name__ == "__main__":
+    main()
