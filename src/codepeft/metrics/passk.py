@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,6 +47,8 @@ def execute_candidates(
         for candidate in record["candidates"]:
             programs.append(build_program(candidate or "", record["tests"], timeout=timeout))
             owners.append(index)
+    # CPU seconds follow the wall-clock time-out, so a longer --timeout also allows more computation.
+    limits = limits or Limits(cpu_seconds=math.ceil(timeout) + 1)
     outcomes = run_many(programs, workers=workers, timeout=timeout, limits=limits, on_done=on_done)
     grouped: list[list[Outcome]] = [[] for _ in records]
     for owner, outcome in zip(owners, outcomes, strict=True):

@@ -1,10 +1,11 @@
 """Runs programs in the sandbox, one process tree each, many in parallel, and classifies the outcome.
 
-Generated code never runs in codepeft's own process: each program is a file in a fresh temporary work
-directory, started through ``isolation.launch_command`` in its own session, killed as a whole on
-time-out, and the directory is removed afterwards. A program passes only if it exits with status 0
-*and* writes a one-time token on a private file descriptor after its last test, so a program that
-calls ``os._exit(0)`` or ``sys.exit()`` before its tests finish does not pass.
+Generated code never runs in codepeft's own process: each worker owns a sandbox server (see
+``_bootstrap.py``) that forks every program, written to a fresh work directory, into its own session
+and namespaces; the session is killed as a whole on time-out and the directory removed afterwards.
+A program passes only if it exits with status 0 *and* writes a one-time token on a private file
+descriptor after its last test, so a program that calls ``os._exit(0)`` or ``sys.exit()`` before its
+tests finish does not pass.
 """
 
 from __future__ import annotations
