@@ -43,8 +43,9 @@ def tiny_wide_causal_dir(tmp_path_factory) -> Path:
     """A tiny Llama 64 wide (bitsandbytes' CPU 4-bit kernels need widths divisible by 64) whose weights start
     larger than the default 0.02: with tiny random embeddings the logits cannot move far unless the embeddings
     themselves are trained, so only full fine-tuning could show it memorises."""
-    from tiny import build_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tiny import build_tokenizer
 
     tokenizer = build_tokenizer(chat=True)
     torch.manual_seed(0)

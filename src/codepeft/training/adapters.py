@@ -47,7 +47,9 @@ def save_adapter(model: Any, loaded: Any, method: str, params: dict[str, Any], p
 def read_adapter_meta(path: Path) -> dict[str, Any]:
     meta_path = Path(path) / META
     if not meta_path.is_file():
-        raise CodepeftError(f"{path} is not a codepeft adapter (no {META}): pass the adapter/ directory of a training run")
+        raise CodepeftError(
+            f"{path} is not a codepeft adapter (no {META}): pass the adapter/ directory of a training run"
+        )
     try:
         return json.loads(meta_path.read_text())
     except json.JSONDecodeError as err:

@@ -38,7 +38,8 @@ class Tokenized:
     @property
     def real_tokens(self) -> int:
         """Tokens the model processes for this example without padding (encoder + decoder for seq2seq)."""
-        return len(self.input_ids) if len(self.labels) == len(self.input_ids) else len(self.input_ids) + len(self.labels)
+        seq2seq = len(self.labels) != len(self.input_ids)
+        return len(self.input_ids) + (len(self.labels) if seq2seq else 0)
 
     def target_tokens(self, causal: bool) -> int:
         """Tokens the loss covers (causal: shifted, so position 0 never counts)."""
@@ -70,7 +71,9 @@ def tokenize_example(task: Task, example: Example, loaded: Any, max_length: int,
     return Tokenized(tuple(prompt_ids + target_ids), tuple([IGNORE] * len(prompt_ids) + target_ids), source)
 
 
-def tokenize_all(task: Task, examples: Sequence[Example], loaded: Any, max_length: int, source: int = 0) -> list[Tokenized]:
+def tokenize_all(
+    task: Task, examples: Sequence[Example], loaded: Any, max_length: int, source: int = 0
+) -> list[Tokenized]:
     items = (tokenize_example(task, ex, loaded, max_length, source) for ex in examples)
     return [item for item in items if item is not None]
 

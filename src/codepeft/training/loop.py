@@ -50,6 +50,8 @@ class TrainResult:
     costs: dict[str, Any] = field(default_factory=dict)
     val_losses: list[tuple[int, float]] = field(default_factory=list)
     initial_val_loss: float | None = None
+    #: the trained model after the last step, in memory (``adapter/`` on disk holds the best one)
+    model: Any = field(default=None, repr=False)
 
 
 def parse_source(spec: str | tuple[str, float]) -> tuple[str, float]:
@@ -165,7 +167,7 @@ def train(
     return _train(run)
 
 
-def _train(run: _Run) -> TrainResult:  # noqa: C901 - the loop reads best in one piece
+def _train(run: _Run) -> TrainResult:
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -181,7 +183,9 @@ def _train(run: _Run) -> TrainResult:  # noqa: C901 - the loop reads best in one
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
     if settings.batch_size < world:
-        raise CodepeftError(f"batch_size {settings.batch_size} is smaller than the {world} processes: raise --batch-size")
+        raise CodepeftError(
+            f"batch_size {settings.batch_size} is smaller than the {world} processes: raise --batch-size"
+        )
     out = run.output_dir
     resume = _check_output(run) if main else True
     accelerator.wait_for_everyone()
@@ -377,4 +381,4 @@ def _train(run: _Run) -> TrainResult:  # noqa: C901 - the loop reads best in one
             write_json(out / "config.json", {**config, "finished": True, "stopped_early": stopped_early})
     accelerator.wait_for_everyone()
     return TrainResult(out, out / ADAPTER, state["best_val_loss"], state["best_step"], step, stopped_early, costs,
-                       [tuple(v) for v in state["val_losses"]], state.get("initial_val_loss"))
+                       [tuple(v) for v in state["val_losses"]], state.get("initial_val_loss"), unwrapped)
