@@ -16,9 +16,8 @@ from codepeft.study.runner import StudyRunner
 
 def build_fake_study(directory: Path, model: Path, seeds: str = "[0, 1]") -> Path:
     """A finished two-seed study written by the real runner with fake engines (see test_study_runner)."""
-    from test_study_runner import FakeEngines, write_dataset, write_study
-
     from codepeft.study import engines
+    from test_study_runner import FakeEngines, write_dataset, write_study
 
     data = write_dataset(directory)
     study_file = write_study(directory, model, data, f"seeds: {seeds}\nreport_examples: 2\n")

@@ -60,22 +60,27 @@ def params_text(entry: dict[str, Any]) -> str:
     return f"{scaled} ({pct:.2f}%)" if isinstance(pct, int | float) else scaled
 
 
-def metric_text(result: dict[str, Any] | None) -> str:
+def digits_for(metric: str) -> int:
+    """CodeBLEU is a fraction in [0, 1]; EM@k, pass@k, BLEU and chrF are in percent."""
+    return 3 if metric.startswith("codebleu") else 1
+
+
+def metric_text(result: dict[str, Any] | None, digits: int = 1) -> str:
     from codepeft.report.plots import interval
 
     if not result or not isinstance(result.get("mean"), int | float):
         return "–"
     low, high = interval(result)
     if low is None or high is None:
-        return number(result["mean"])
-    return f"{number(result['mean'])} [{number(low)}, {number(high)}]"
+        return number(result["mean"], digits)
+    return f"{number(result['mean'], digits)} [{number(low, digits)}, {number(high, digits)}]"
 
 
-def versus_text(result: dict[str, Any] | None) -> str:
+def versus_text(result: dict[str, Any] | None, digits: int = 1) -> str:
     test = (result or {}).get("vs_zero_shot")
     if not test or not isinstance(test.get("difference"), int | float) or math.isnan(test["difference"]):
         return "–"
-    return f"{test['difference']:+.1f} (p={test['p_value']:.3g})"
+    return f"{test['difference']:+.{digits}f} (p={test['p_value']:.3g})"
 
 
 def build_panels(summary: list[dict[str, Any]]) -> list[Panel]:
@@ -97,11 +102,13 @@ def build_panels(summary: list[dict[str, Any]]) -> list[Panel]:
             cells = [str(rank), entry["arm"], entry["method"]]
             for i, metric in enumerate(panel.metrics):
                 result = entry["metrics"].get(metric)
-                cells.append(metric_text(result) if i == 0 else number((result or {}).get("mean")))
+                digits = digits_for(metric)
+                cells.append(metric_text(result, digits) if i == 0 else number((result or {}).get("mean"), digits))
             costs = entry["costs"]
             runs = f"{entry['done']}/{entry['seeds']}" + (f", {entry['failed']} failed" if entry["failed"] else "")
             cells += [
-                versus_text(entry["metrics"].get(panel.primary)) if entry["method"] != BASELINE_METHOD else "baseline",
+                (versus_text(entry["metrics"].get(panel.primary), digits_for(panel.primary))
+                 if entry["method"] != BASELINE_METHOD else "baseline"),
                 params_text(entry), number(costs.get("peak_memory_mb"), 0), number(costs.get("train_seconds")),
                 number(costs.get("generation_seconds")), number(costs.get("prompt_tokens_mean"), 0), runs,
             ]

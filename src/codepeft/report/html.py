@@ -150,7 +150,8 @@ def render_html(data: ReportData) -> str:
 <body>
 <h1>Study: {esc(study.name)}</h1>
 <p class="muted">{esc(study.index.get("description", ""))}</p>
-<p class="muted">{len(study.rows)} runs: {done} done, {len(failed_rows)} failed. Metrics in percent. Intervals are 95%:
+<p class="muted">{len(study.rows)} runs: {done} done, {len(failed_rows)} failed. EM@k, pass@k, BLEU and chrF in percent,
+CodeBLEU in [0, 1]. Intervals are 95%:
 over seeds when there are several, else a bootstrap over test problems. Δ vs zero-shot: paired permutation test on the
 same problems. Costs are means over seeds; memory is the peak resident memory of the process (GPU memory when used).
 Generated {esc(generated)} by codepeft {esc(__version__)}; data in {esc(data.csv_path.name)} and

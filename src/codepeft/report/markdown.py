@@ -28,7 +28,8 @@ def render_markdown(data: ReportData) -> str:
     parts += [
         f"{len(study.rows)} runs ({sum(r['status'] == 'done' for r in study.rows)} done, "
         f"{sum(r['status'] == 'failed' for r in study.rows)} failed), seeds {', '.join(map(str, seeds))}. "
-        "Metrics in percent; the first metric column is the data set's primary metric with its 95% interval "
+        "EM@k, pass@k, BLEU and chrF in percent, CodeBLEU in [0, 1]; the first metric column is the data set's "
+        "primary metric with its 95% interval "
         "(over seeds when there are several, else a bootstrap over test problems); Δ vs zero-shot is a paired "
         "permutation test on the same problems.",
         "",

@@ -136,6 +136,8 @@ def _costs(run_dir: Path, state: dict[str, Any], kind: str | None) -> dict[str, 
         "total_seconds": (round((train_seconds or 0) + generation_seconds, 2)
                           if generation_seconds is not None else None),
         "prompt_tokens_mean": prompt_tokens,
+        "cpu_seconds": (round(sum(v for k, v in timings.items() if k.endswith("_cpu_seconds")), 2)
+                        if any(k.endswith("_cpu_seconds") for k in timings) else None),
         "train_tokens": costs.get("tokens_seen"),
         "train_steps": costs.get("steps"),
     }
@@ -292,8 +294,8 @@ def write_results(study: Study) -> tuple[Path, Path, list[dict[str, Any]]]:
     """``results.csv`` (one row per run) and ``results.json`` (rows, summary, provenance); returns the summary."""
     summary = leaderboard(summarize(study))
     metric_columns = study.metric_columns
-    columns = ["run_id", *ID_COLUMNS, *metric_columns, *COST_COLUMNS, "peak_gpu_memory_mb", "train_steps",
-               "train_tokens", "error", "run_dir"]
+    columns = ["run_id", *ID_COLUMNS, *metric_columns, *COST_COLUMNS, "cpu_seconds", "peak_gpu_memory_mb",
+               "train_steps", "train_tokens", "error", "run_dir"]
     csv_path = study.directory / "results.csv"
     tmp = csv_path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as handle:

@@ -269,13 +269,16 @@ class StudyRunner:
         state["status"] = status
         write_run_state(run_dir, state)
         self.on_event(RunEvent(spec, status))
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         with PeakMemory() as memory:
             did_work = work(spec, run_dir, state)
         if did_work:
             name = {"training": "train", "generating": "generation", "scoring": "scoring"}[status]
-            state["timings"][f"{name}_seconds"] = round(
-                state["timings"].get(f"{name}_seconds", 0.0) + time.perf_counter() - started, 3)
+            timings = state["timings"]
+            timings[f"{name}_seconds"] = round(timings.get(f"{name}_seconds", 0.0) + time.perf_counter() - started, 3)
+            # CPU time of this process (all threads): on a shared machine it says what the wall time would be alone
+            timings[f"{name}_cpu_seconds"] = round(
+                timings.get(f"{name}_cpu_seconds", 0.0) + time.process_time() - cpu_started, 3)
             peak = max(memory.peak_rss, state["peak_memory"].get(f"{name}_rss_bytes", 0))
             state["peak_memory"][f"{name}_rss_bytes"] = peak
             if memory.peak_gpu is not None:
