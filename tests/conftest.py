@@ -27,6 +27,9 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets a private CODEPEFT_HOME unless it uses the real model cache."""
     if "CODEPEFT_TEST_REAL_HOME" not in os.environ:
         monkeypatch.setenv("CODEPEFT_HOME", str(tmp_path_factory.getbasetemp() / "codepeft-home"))
+    # Tiny models run fastest on one thread; spinning a second one only fights other processes.
+    if "CODEPEFT_THREADS" not in os.environ:
+        monkeypatch.setenv("CODEPEFT_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
