@@ -15,7 +15,7 @@ def test_lora_on_smollm2_lowers_conala_validation_loss(real_home, data_dir, tmp_
     from codepeft.training import TrainSettings, train
 
     monkeypatch.setenv("CODEPEFT_HOME", str(real_home))
-    settings = TrainSettings(max_steps=8, batch_size=4, eval_every=4, train_limit=64, val_limit=16, seed=0)
+    settings = TrainSettings(max_steps=4, batch_size=4, eval_every=4, train_limit=32, val_limit=8, seed=0)
     result = train("smollm2-135m", ["conala"], "lora", {"lr": 1e-3}, tmp_path / "run", settings, data_dir)
     assert result.best_val_loss < result.initial_val_loss - 0.05, (result.initial_val_loss, result.val_losses)
     costs = json.loads((tmp_path / "run" / "costs.json").read_text())
