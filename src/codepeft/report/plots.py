@@ -142,7 +142,7 @@ def curves_figure(curves: dict[str, list[dict[str, Any]]], title: str) -> str | 
         train = [(r["step"], r["loss"]) for r in log if isinstance(r.get("loss"), int | float) and "step" in r]
         val = [(r["step"], r["val_loss"]) for r in log if isinstance(r.get("val_loss"), int | float) and "step" in r]
         if train:
-            axis.plot(*zip(*train, strict=True), color=colors[name], label=f"{name} train")
+            axis.plot(*zip(*train, strict=True), color=colors[name], marker=".", label=f"{name} train")
         if val:
             axis.plot(*zip(*val, strict=True), color=colors[name], linestyle="--", marker="o", markersize=3,
                       label=f"{name} validation")
