@@ -2,14 +2,23 @@
 
 LoRA on the CoNaLa training split with smollm2-135m, the same number of optimizer steps per arm:
 
-- ``reference``: every example padded to 64 + 64 = 128 tokens, batch 8 (the reference study's way);
-- ``codepeft``: codepeft's default (examples of a batch packed into one row, no padding), batch 8.
+- ``reference``: every example padded to 64 + 64 = 128 tokens, batch 8, the vocabulary logits of
+  every position and peft's fp32 adapter compute (the reference study's way, transformers' defaults);
+- ``codepeft``: codepeft's default (examples of a batch packed into one row, no padding; LoRA computed
+  in bf16 under autocast with fp32 master weights; the output head only at target positions), batch 8;
+- ``packed-fp32`` (optional): packing alone, with the reference's fp32 adapters and full logits;
+- ``fixed-fast`` (optional): fixed padding with codepeft's compute settings.
 
-Each arm runs in its own process (so peak memory is its own), arms alternate when ``--repeats`` > 1.
-The CPU's bf16 matrix-multiply peak is measured in the same run, and model FLOP utilisation (MFU)
-is computed against it from the real (non-padding) tokens per second:
-FLOPs per token = 2·P (forward) + 2·P (backward through frozen weights) + 6·T (trainable weights),
-P the parameters used in matrix multiplies (all linear layers, the output head), T the trainable ones.
+All arms see the same examples in the same order with the same optimizer (AdamW, lr 3e-4) for the
+same steps. Each arm runs in its own process (so peak memory is its own), arms alternate when
+``--repeats`` > 1 and medians are reported. The CPU's bf16 matrix-multiply peak is measured in the
+same run, and model FLOP utilisation (MFU) counts the FLOPs a step needs for the real tokens, the
+same formula for every arm (padding and avoidable logits are not counted):
+4·(P - H) per real token (forward + input-gradient backward of frozen weights) + 6·T per real token
+(trainable adapter weights) + 4·H per target token (output head where the loss counts) + 12·d·L per
+causal (query, key) pair inside an example (attention scores and values, forward + backward);
+P the parameters used in matrix multiplies, H the output head's, T the trainable ones, d the
+attention width and L the layers.
 
     .venv/bin/python benchmarks/training.py --steps 30
 """
@@ -25,10 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
+REFERENCE_COMPUTE = {"bf16_adapters": False, "target_logits": False}
 ARMS = {
-    "reference": {"batching": "fixed", "max_length": 128},
+    "reference": {"batching": "fixed", "max_length": 128, **REFERENCE_COMPUTE},
     "codepeft": {},
-    "dynamic": {"batching": "dynamic", "max_length": 128},
+    "packed-fp32": REFERENCE_COMPUTE,
+    "fixed-fast": {"batching": "fixed", "max_length": 128},
+    "dynamic": {"batching": "dynamic", "max_length": 128, **REFERENCE_COMPUTE},
 }
 
 
@@ -48,17 +60,32 @@ def matmul_peak_flops(dtype_name: str = "bfloat16", size: int = 2048, repeats: i
     return 2 * size**3 / best
 
 
-def matmul_parameters(adapter_dir: Path) -> int:
-    """Parameters of the base model used in matrix multiplies (linear layers and the output head)."""
+def model_shape(adapter_dir: Path) -> dict[str, int]:
+    """Parameters in matrix multiplies (linear layers, output head), the head's, the attention width, the layers."""
+    import torch
+
     from codepeft.models import load_model
     from codepeft.training.adapters import read_adapter_meta
 
     meta = read_adapter_meta(adapter_dir)
     loaded = load_model(meta["base"]["path"], dtype="bfloat16")
-    import torch
-
+    config = loaded.model.config
+    head = loaded.model.get_output_embeddings()
+    heads = config.num_attention_heads
     # lm_head is an nn.Linear (its weight tied to the embeddings): counted once, as a matmul
-    return int(sum(m.weight.numel() for m in loaded.model.modules() if isinstance(m, torch.nn.Linear)))
+    return {
+        "matmul": int(sum(m.weight.numel() for m in loaded.model.modules() if isinstance(m, torch.nn.Linear))),
+        "head": int(head.weight.numel()),
+        "attention_width": int(heads * (getattr(config, "head_dim", None) or config.hidden_size // heads)),
+        "layers": int(config.num_hidden_layers),
+    }
+
+
+def step_flops(run: dict, shape: dict[str, int]) -> float:
+    """FLOPs the run's steps needed for its real tokens (see the module docstring)."""
+    body = 4 * (shape["matmul"] - shape["head"]) + 6 * run["trainable_parameters"]
+    return (run["tokens_seen"] * body + run["target_tokens"] * 4 * shape["head"]
+            + run["attention_pairs"] * 12 * shape["attention_width"] * shape["layers"])
 
 
 def run_arm(name: str, args: argparse.Namespace, out: Path) -> dict:
@@ -102,7 +129,7 @@ def main() -> None:
             for arm in arms:
                 runs[arm].append(run_arm(arm, args, Path(tmp) / f"{arm}-{repeat}"))
                 print(f"# {arm} run {repeat + 1}: {runs[arm][-1]['tokens_per_second']} real tokens/s", flush=True)
-        matmul_params = matmul_parameters(Path(tmp) / f"{arms[0]}-0" / "adapter")
+        shape = model_shape(Path(tmp) / f"{arms[0]}-0" / "adapter")
     peak_after = matmul_peak_flops()
 
     def median(arm: str, key: str) -> float:
@@ -111,20 +138,23 @@ def main() -> None:
     baseline = median(arms[0], "tokens_per_second")
     print(f"\nbf16 matmul peak ({threads} threads): {peak / 1e9:.1f} GFLOP/s before, {peak_after / 1e9:.1f} after; "
           f"{args.steps} steps x batch 8 per arm, {args.repeats} run(s) each, torch {torch.__version__}")
-    header = f"{'arm':<10} {'real tok/s':>10} {'ratio':>6} {'pad %':>6} {'val loss':>9} {'init val':>9} " \
+    header = f"{'arm':<11} {'real tok/s':>10} {'ratio':>6} {'pad %':>6} {'val loss':>9} {'init val':>9} " \
              f"{'peak RSS':>9} {'MFU':>6} {'train s':>8}"
     print(header)
     print("-" * len(header))
     best_peak = max(peak, peak_after)
     for arm in arms:
         tps = median(arm, "tokens_per_second")
-        trainable = runs[arm][0]["trainable_parameters"]
-        flops_per_token = 4 * matmul_params + 6 * trainable
-        mfu = tps * flops_per_token / best_peak
-        print(f"{arm:<10} {tps:>10.1f} {tps / baseline:>6.2f} {100 * median(arm, 'padding_fraction'):>6.1f} "
+        mfu = statistics.median(step_flops(r, shape) / r["train_seconds"] for r in runs[arm]) / best_peak
+        print(f"{arm:<11} {tps:>10.1f} {tps / baseline:>6.2f} {100 * median(arm, 'padding_fraction'):>6.1f} "
               f"{median(arm, 'val_loss'):>9.4f} {median(arm, 'initial_val_loss'):>9.4f} "
               f"{median(arm, 'peak_rss_bytes') / 2**30:>8.2f}G {100 * mfu:>5.1f}% {median(arm, 'train_seconds'):>8.1f}")
-    print(f"\nMFU: real tokens/s x (4 x {matmul_params / 1e6:.1f}M matmul params + 6 x trainable) / best bf16 peak")
+    print(f"\nMFU: FLOPs needed for the real tokens ({shape['matmul'] / 1e6:.1f}M matmul params, head "
+          f"{shape['head'] / 1e6:.1f}M, attention {shape['attention_width']} x {shape['layers']} layers) / seconds / "
+          "best bf16 peak")
+    print("ratios per repeat: " + "; ".join(
+        f"{arm}=" + ",".join(f"{r['tokens_per_second'] / b['tokens_per_second']:.2f}"
+                             for r, b in zip(runs[arm], runs[arms[0]], strict=True)) for arm in arms[1:]))
     print("tokens seen per arm: " + ", ".join(f"{a}={runs[a][0]['tokens_seen']}" for a in arms))
 
 

@@ -56,8 +56,9 @@ def test_one_bad_sample_does_not_affect_the_others():
              Program("import os, signal\nos.killpg(0, signal.SIGKILL)")]
     programs = [good, *bombs, good, good, *bombs, good]
     limits = Limits(processes=32, memory_bytes=512 << 20)
-    outcomes = run_many(programs, workers=2, timeout=3, limits=limits)
-    assert [o.passed for o in outcomes] == [p is good for p in programs]
+    # The time-out leaves room for a loaded CI machine: the fork bomb next door takes its share of the CPU.
+    outcomes = run_many(programs, workers=2, timeout=8, limits=limits)
+    assert [o.passed for o in outcomes] == [p is good for p in programs], [(o.status, o.reason) for o in outcomes]
 
 
 def test_parallel_runs_are_faster_than_serial():

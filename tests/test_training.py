@@ -294,3 +294,46 @@ def test_full_disk_is_one_line_and_keeps_what_was_saved(tiny_causal_dir, memo, t
     saved = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert saved == ["step-0000002"]  # the complete one stays, the partial one is gone
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_target_only_logits_give_the_same_loss(tiny_causal_dir, memo):
+    """The output head applied only where the loss counts gives transformers' own loss, packed or padded."""
+    from codepeft.data import get_task
+    from codepeft.models import load_model
+    from codepeft.training.loop import target_loss_sum
+
+    loaded = load_model(tiny_causal_dir, dtype="float32")
+    task = get_task(f"jsonl:{memo}")
+    items = tokenize_all(task, task.load("validation"), loaded, 512)
+    count = sum(i.target_tokens(True) for i in items)
+    pad = loaded.tokenizer.pad_token_id
+    with torch.no_grad():
+        for batching in ("packed", "fixed"):
+            batch = collate(items, batching, True, pad, 64)
+            expected = float(loaded.model(**batch, use_cache=False).loss) * count
+            assert float(target_loss_sum(loaded.model, batch)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_bf16_adapters_train_with_fp32_master_weights(tiny_causal_dir, memo, tmp_path):
+    """On a bf16 base, LoRA computes in bf16 under autocast; its weights stay fp32 and learn like fp32 compute."""
+    settings = {**FAST, "dtype": "bfloat16", "max_steps": 6, "eval_every": 6}
+    fast = train(tiny_causal_dir, f"jsonl:{memo}", "lora", {"lr": 1e-2, "dropout": 0.0}, tmp_path / "bf16",
+                 TrainSettings(**settings))
+    exact = train(tiny_causal_dir, f"jsonl:{memo}", "lora", {"lr": 1e-2, "dropout": 0.0}, tmp_path / "fp32",
+                  TrainSettings(**settings, bf16_adapters=False, target_logits=False))
+    lora = [p for n, p in fast.model.named_parameters() if "lora_" in n]
+    assert lora and all(p.dtype == torch.float32 for p in lora)
+    assert all(p.dtype == torch.bfloat16 for n, p in fast.model.named_parameters() if "lora_" not in n)
+    assert fast.best_val_loss < fast.initial_val_loss
+    assert fast.best_val_loss == pytest.approx(exact.best_val_loss, rel=0.05)
+    # after training, the in-memory model runs outside autocast again (peft's input casting is restored)
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with torch.no_grad():
+        assert torch.isfinite(fast.model(input_ids=ids).logits.float()).all()
+
+
+def test_attention_pairs_are_counted(tiny_causal_dir, memo, tmp_path):
+    result = train(tiny_causal_dir, f"jsonl:{memo}", "lora", None, tmp_path / "run", TrainSettings(**FAST))
+    costs = json.loads((tmp_path / "run" / "costs.json").read_text())
+    assert costs["tokens_seen"] <= costs["attention_pairs"] <= costs["tokens_seen"] * 512
+    assert result.costs["attention_pairs"] == costs["attention_pairs"]

@@ -73,6 +73,8 @@ class TrainMethod(Method):
     packs: ClassVar[bool] = True
     #: the learned update can be folded into the base weights
     mergeable: ClassVar[bool] = True
+    #: the adapter layers may compute in a bf16 base's dtype under autocast (fp32 weights kept as master copy)
+    bf16_compute: ClassVar[bool] = False
 
     def check_supported(self, loaded: Any) -> None:
         """Raise a one-line error when this method cannot train ``loaded`` (or cannot run here)."""
@@ -133,6 +135,7 @@ class Lora(TrainMethod):
     description = "Low-rank updates (B·A) added to the target linear layers (Hu et al., 2021)."
     Params = LoraParams
     use_dora: ClassVar[bool] = False
+    bf16_compute = True
 
     def peft_config(self, loaded, params):
         from peft import LoraConfig
@@ -148,9 +151,12 @@ class Dora(Lora):
     name = "dora"
     description = "Weight-decomposed LoRA: LoRA on the direction plus a learned magnitude per output."
     use_dora = True
+    bf16_compute = False  # the magnitude's weight norms are kept in fp32
 
 
 class _QLora(Lora):
+    bf16_compute = False  # bitsandbytes layers choose their own compute dtype
+
     def check_supported(self, loaded):
         from codepeft.training.hardware import bitsandbytes_problem
 

@@ -202,7 +202,15 @@ class StudyRunner:
         return self.study_dir / "runs" / spec.dirname
 
     def run_one(self, spec: RunSpec) -> tuple[Status, str | None]:
+        """Run (or reuse) one run; a lock beside its directory keeps two studies sharing it from racing."""
+        from filelock import FileLock
+
         run_dir = self.run_dir(spec)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(run_dir) + ".lock"):
+            return self._run_locked(spec, run_dir)
+
+    def _run_locked(self, spec: RunSpec, run_dir: Path) -> tuple[Status, str | None]:
         state = read_run_state(run_dir)
         if state is not None and state.get("key") != spec.key:
             raise CodepeftError(f"run directory {run_dir} holds a different run: move it away or rerun with --force")

@@ -47,6 +47,7 @@ class CostMeter:
     tokens_seen: int = 0  # real (non-padding) tokens fed to the model, all processes
     target_tokens: int = 0  # tokens the loss covered
     processed_tokens: int = 0  # positions computed, padding included
+    attention_pairs: int = 0  # causal (query, key) pairs within the real tokens of each example, for FLOP counts
     train_seconds: float = 0.0  # optimizer steps only (validation excluded)
     steps: int = 0
     started: float = field(default_factory=time.perf_counter)

@@ -24,6 +24,7 @@ from codepeft.training.adapters import save_adapter
 from codepeft.training.checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint, writing
 from codepeft.training.costs import CostMeter, count_parameters
 from codepeft.training.data import (
+    IGNORE,
     Tokenized,
     collate,
     epoch_order,
@@ -72,6 +73,31 @@ def parse_source(spec: str | tuple[str, float]) -> tuple[str, float]:
     if not (weight > 0 and math.isfinite(weight)):
         raise CodepeftError(f"data set weight must be a positive number (got {weight!r} in {spec!r})")
     return name, float(weight)
+
+
+def _accepts_logits_mask(model: Any) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (transformers then accepts a boolean position mask)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def target_loss_sum(model: Any, batch: dict[str, Any]) -> Any:
+    """Summed next-token loss of a causal batch, the output head applied only at positions whose next label counts.
+
+    The same loss as ``model(labels=...)`` (labels shifted by one, -100 ignored), without the
+    vocabulary-wide logits of prompt and padding positions.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    inputs = dict(batch)
+    labels = inputs.pop("labels")
+    next_labels = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE)], dim=1)
+    keep = next_labels != IGNORE
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), next_labels[keep], reduction="sum")
 
 
 def _split_examples(task: Any, settings: TrainSettings) -> tuple[list[Any], list[Any]]:
@@ -171,6 +197,7 @@ def _train(run: _Run) -> TrainResult:
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
+    from peft.helpers import disable_input_dtype_casting
     from transformers import get_scheduler
 
     from codepeft.data import get_task
@@ -232,8 +259,14 @@ def _train(run: _Run) -> TrainResult:
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     # Full fine-tuning keeps fp32 master weights and computes in bf16 where the base would have been
-    # bf16; PEFT methods compute in the base's dtype (peft keeps adapter weights in fp32 itself).
-    autocast_bf16 = method.name == "full" and str(loaded.identity.get("dtype")) == "bfloat16"
+    # bf16. peft keeps adapter weights in fp32 and casts every adapted layer's input to fp32 and back;
+    # for LoRA those casts cost more than the adapter itself on CPU, so (bf16_adapters) the adapters
+    # compute in bf16 under autocast, their fp32 weights staying the optimizer's master copy.
+    base_bf16 = str(loaded.identity.get("dtype")) == "bfloat16"
+    bf16_adapters = settings.bf16_adapters and base_bf16 and method.bf16_compute
+    autocast_bf16 = (method.name == "full" and base_bf16) or bf16_adapters
+    # Only target positions need vocabulary logits; virtual-token methods shift positions, so they keep the full path.
+    target_logits = settings.target_logits and causal and method.packs and _accepts_logits_mask(unwrapped)
 
     meter = CostMeter(trainable_parameters=trainable, total_parameters=total)
     state: dict[str, Any] = {"epoch": 0, "batch": 0, "best_val_loss": None, "best_step": None, "bad_evals": 0,
@@ -242,7 +275,7 @@ def _train(run: _Run) -> TrainResult:
     if resume and (checkpoints := complete_checkpoints(out / CHECKPOINTS)):
         state = load_checkpoint(checkpoints[-1], unwrapped, optimizer, scheduler)
         step = state["step"]
-        for key in ("tokens_seen", "target_tokens", "processed_tokens", "train_seconds", "steps"):
+        for key in ("tokens_seen", "target_tokens", "processed_tokens", "attention_pairs", "train_seconds", "steps"):
             setattr(meter, key, state.get("costs", {}).get(key, 0))
         meter.previous_wall_seconds = state.get("costs", {}).get("wall_seconds", 0.0)
 
@@ -266,12 +299,16 @@ def _train(run: _Run) -> TrainResult:
         batch = collate(items, batching, causal, loaded.tokenizer.pad_token_id, settings.max_length)
         count = sum(item.target_tokens(causal) for item in items)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        context = torch.autocast(accelerator.device.type, dtype=torch.bfloat16) if autocast_bf16 else (
-            contextlib.nullcontext())
-        with context:
-            # no cache: transformers keeps packed rows block-diagonal only when no cache is passed
-            loss = model(**batch, use_cache=False).loss
         meter.processed_tokens += processed_tokens(batch)
+        with contextlib.ExitStack() as stack:
+            if autocast_bf16:
+                stack.enter_context(torch.autocast(accelerator.device.type, dtype=torch.bfloat16))
+            if bf16_adapters:
+                stack.enter_context(disable_input_dtype_casting(unwrapped))
+            # no cache: transformers keeps packed rows block-diagonal only when no cache is passed
+            if target_logits:
+                return target_loss_sum(model, batch), count
+            loss = model(**batch, use_cache=False).loss
         return loss.float() * count, count
 
     def shard(items: list[Tokenized]) -> list[Tokenized]:
@@ -316,7 +353,7 @@ def _train(run: _Run) -> TrainResult:
             batch_index += 1
         global_targets = sum(item.target_tokens(causal) for batch in micro for item in batch)
         step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-        local_tokens = 0
+        local_tokens = local_pairs = 0
         for index, batch in enumerate(micro):
             local = shard(batch)
             sync = index == len(micro) - 1
@@ -324,6 +361,7 @@ def _train(run: _Run) -> TrainResult:
                 if local:
                     loss_sum, _ = forward_sum(local)
                     local_tokens += sum(item.real_tokens for item in local)
+                    local_pairs += sum(item.length * (item.length + 1) // 2 for item in local)
                 else:  # this process has no share of a short last batch; DDP still needs its gradients
                     loss_sum = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
                 # DDP averages gradients over processes; scaling by world makes it the global-token mean
@@ -336,11 +374,13 @@ def _train(run: _Run) -> TrainResult:
         optimizer.zero_grad(set_to_none=True)
         step += 1
         reduced = accelerator.reduce(
-            torch.stack([step_loss, torch.tensor(float(local_tokens), dtype=torch.float64, device=step_loss.device)]),
+            torch.stack([step_loss, torch.tensor(float(local_tokens), dtype=torch.float64, device=step_loss.device),
+                         torch.tensor(float(local_pairs), dtype=torch.float64, device=step_loss.device)]),
             reduction="sum")
         train_loss = float(reduced[0]) / max(global_targets, 1)
         meter.train_seconds += time.perf_counter() - started
         meter.tokens_seen += int(reduced[1])
+        meter.attention_pairs += int(reduced[2])
         meter.target_tokens += global_targets
         meter.steps = step
         if step % settings.log_every == 0 or step == 1:

@@ -42,6 +42,16 @@ class TrainSettings(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: every CPU this process may use)")
     max_grad_norm: float | None = Field(1.0, gt=0)
     gradient_checkpointing: bool = False
+    bf16_adapters: bool = Field(
+        True,
+        description="compute LoRA adapters in bf16 (autocast; the fp32 adapter weights stay the optimizer's master "
+        "copy) when the base is bf16, so activations are not cast to fp32 and back in every adapted layer",
+    )
+    target_logits: bool = Field(
+        True,
+        description="causal models: project only the positions the loss covers through the output head "
+        "(prompt and padding positions need no vocabulary logits); the loss is unchanged",
+    )
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept for resuming")
     log_every: int = Field(10, ge=1)
     resume: bool = Field(True, description="continue from the last checkpoint in the output directory")
