@@ -180,10 +180,10 @@ class StudyRunner:
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> StudyOutcome:
-        self.write_index()
         from codepeft.study.tracking import open_tracker
 
-        self.tracker = open_tracker(self.config.tracking, self.study_dir, self.config.name)
+        self.tracker = open_tracker(self.config.tracking, self.study_dir, self.config.name)  # fails before writing
+        self.write_index()
         outcome = StudyOutcome(self.study_dir, self.runs)
         for spec in self.runs:
             self.on_event(RunEvent(spec, "queued"))
@@ -202,12 +202,13 @@ class StudyRunner:
         return self.study_dir / "runs" / spec.dirname
 
     def run_one(self, spec: RunSpec) -> tuple[Status, str | None]:
-        """Run (or reuse) one run; a lock beside its directory keeps two studies sharing it from racing."""
+        """Run (or reuse) one run; a lock (``.locks/<run>.lock``) keeps two studies sharing it from racing."""
         from filelock import FileLock
 
         run_dir = self.run_dir(spec)
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(run_dir) + ".lock"):
+        locks = self.study_dir / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(locks / f"{spec.dirname}.lock")):
             return self._run_locked(spec, run_dir)
 
     def _run_locked(self, spec: RunSpec, run_dir: Path) -> tuple[Status, str | None]:
