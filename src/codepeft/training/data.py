@@ -3,8 +3,9 @@
 The prompt is ``build_prompt`` and the target ``build_target`` (the same text the prompted arms
 see), tokenised separately so the prompt tokens can be masked (label -100): the loss covers only
 what the model must write. Batches avoid padding: ``packed`` concatenates the examples of a batch
-into one row whose ``position_ids`` restart at every example (transformers then builds a
-block-diagonal causal mask, so no example attends to another); ``grouped`` batches similar
+into rows of at most ``pack_row_tokens`` tokens whose ``position_ids`` restart at every example
+(transformers then builds a block-diagonal causal mask per row, so no example attends to another;
+several short rows keep the attention score matrices small); ``grouped`` batches similar
 lengths and pads each batch to its longest; ``fixed`` pads every example to ``max_length`` (the
 reference study's way, kept for comparison).
 """
@@ -120,19 +121,60 @@ def plan_batches(
     return [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
 
 
-def collate(items: Sequence[Tokenized], batching: str, causal: bool, pad_id: int, max_length: int) -> dict[str, Any]:
-    """Model inputs for a batch: one packed row, or a right-padded matrix with an attention mask."""
+def pack_rows(lengths: Sequence[int], row_tokens: int | None) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into rows of at most ``row_tokens`` tokens, first-fit decreasing.
+
+    An example longer than ``row_tokens`` gets a row of its own; ``None`` puts everything in one row.
+    """
+    if row_tokens is None:
+        return [list(range(len(lengths)))]
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True):
+        row = next((r for r, free in enumerate(room) if free >= lengths[index]), None)
+        if row is None:
+            rows.append([])
+            room.append(row_tokens)
+            row = len(rows) - 1
+        rows[row].append(index)
+        room[row] -= lengths[index]
+    return rows
+
+
+def _packed(items: Sequence[Tokenized], pad_id: int, row_tokens: int | None) -> dict[str, Any]:
+    import torch
+
+    rows = pack_rows([item.length for item in items], row_tokens)
+    width = max(sum(items[i].length for i in row) for row in rows)
+    input_ids, labels, positions = [], [], []
+    for row in rows:
+        ids = [t for i in row for t in items[i].input_ids]
+        pad = width - len(ids)
+        input_ids.append(ids + [pad_id if pad_id is not None else 0] * pad)  # never attended to nor scored
+        labels.append([t for i in row for t in items[i].labels] + [IGNORE] * pad)
+        # the pad run restarts at 0, so the block-diagonal mask treats it as a sequence of its own
+        positions.append([p for i in row for p in range(items[i].length)] + list(range(pad)))
+    return {
+        "input_ids": torch.tensor(input_ids),
+        "position_ids": torch.tensor(positions),
+        "labels": torch.tensor(labels),
+    }
+
+
+def collate(
+    items: Sequence[Tokenized],
+    batching: str,
+    causal: bool,
+    pad_id: int,
+    max_length: int,
+    pack_row_tokens: int | None = None,
+) -> dict[str, Any]:
+    """Model inputs for a batch: packed rows (``pack_row_tokens`` each at most, ``None``: one row), or a
+    right-padded matrix with an attention mask."""
     import torch
 
     if batching == "packed" and causal:
-        input_ids = [t for item in items for t in item.input_ids]
-        labels = [t for item in items for t in item.labels]
-        positions = [p for item in items for p in range(item.length)]
-        return {
-            "input_ids": torch.tensor([input_ids]),
-            "position_ids": torch.tensor([positions]),
-            "labels": torch.tensor([labels]),
-        }
+        return _packed(items, pad_id, pack_row_tokens)
     width = max_length if batching == "fixed" else max(item.length for item in items)
     input_ids = torch.full((len(items), width), pad_id)
     attention = torch.zeros((len(items), width), dtype=torch.long)

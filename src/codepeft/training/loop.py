@@ -296,7 +296,8 @@ def _train(run: _Run) -> TrainResult:
 
     def forward_sum(items: list[Tokenized]) -> tuple[Any, int]:
         """Summed loss over the target tokens of ``items`` and their count."""
-        batch = collate(items, batching, causal, loaded.tokenizer.pad_token_id, settings.max_length)
+        batch = collate(items, batching, causal, loaded.tokenizer.pad_token_id, settings.max_length,
+                        settings.pack_row_tokens)
         count = sum(item.target_tokens(causal) for item in items)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         meter.processed_tokens += processed_tokens(batch)

@@ -27,6 +27,13 @@ class TrainSettings(BaseModel):
         "batched together, dynamic padding; dynamic: random order, padding to the longest in the batch; "
         "fixed: every example padded to max_length (the reference study's way)",
     )
+    pack_row_tokens: int | None = Field(
+        256,
+        ge=8,
+        description="packed batching: token budget per packed row; the examples of a batch are spread over rows "
+        "(first-fit decreasing) and rows padded to the longest, so attention scores stay small (an example "
+        "longer than this gets a row of its own; None: one row per batch)",
+    )
     eval_every: int | None = Field(None, gt=0, description="optimizer steps between validations (default: 4 per epoch)")
     evals_per_epoch: int = Field(4, ge=1)
     early_stopping_patience: int | None = Field(
