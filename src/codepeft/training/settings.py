@@ -28,11 +28,12 @@ class TrainSettings(BaseModel):
         "fixed: every example padded to max_length (the reference study's way)",
     )
     pack_row_tokens: int | None = Field(
-        256,
+        None,
         ge=8,
         description="packed batching: token budget per packed row; the examples of a batch are spread over rows "
         "(first-fit decreasing) and rows padded to the longest, so attention scores stay small (an example "
-        "longer than this gets a row of its own; None: one row per batch)",
+        "longer than this gets a row of its own); None (default): one row per batch, which measured faster "
+        "on CPU (benchmarks/results/training.md, run 4)",
     )
     eval_every: int | None = Field(None, gt=0, description="optimizer steps between validations (default: 4 per epoch)")
     evals_per_epoch: int = Field(4, ge=1)
