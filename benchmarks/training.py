@@ -4,13 +4,19 @@ LoRA on the CoNaLa training split with smollm2-135m, the same number of optimize
 
 - ``reference``: every example padded to 64 + 64 = 128 tokens, batch 8, the vocabulary logits of
   every position and peft's fp32 adapter compute (the reference study's way, transformers' defaults);
-- ``codepeft``: codepeft's default (examples of a batch packed into one row, no padding; LoRA computed
-  in bf16 under autocast with fp32 master weights; the output head only at target positions), batch 8;
+- ``codepeft``: codepeft's default (examples of a batch packed into one row, no padding, attention
+  computed per example; LoRA computed in bf16 under autocast with fp32 master weights; adapter
+  dropout from cheap random bits; the output head only at target positions), batch 8;
+- ``masked-attention``, ``torch-dropout`` (optional): codepeft's default without one of its speed-ups
+  (transformers' block-diagonal mask over the whole packed row; peft's ``nn.Dropout``);
 - ``packed-fp32`` (optional): packing alone, with the reference's fp32 adapters and full logits;
 - ``fixed-fast`` (optional): fixed padding with codepeft's compute settings.
 
 All arms see the same examples in the same order with the same optimizer (AdamW, lr 3e-4) for the
-same steps. Each arm runs in its own process (so peak memory is its own), arms alternate when
+same steps. Besides each arm's own validation loss (computed its way: packed or padded, bf16), the
+trained model of every arm is scored the same way afterwards (``common val``: fp32 adapter compute,
+batches padded to their longest, transformers' attention), so the losses compare like for like.
+Each arm runs in its own process (so peak memory is its own), arms alternate when
 ``--repeats`` > 1 and medians are reported. The CPU's bf16 matrix-multiply peak is measured in the
 same run, and model FLOP utilisation (MFU) counts the FLOPs a step needs for the real tokens, the
 same formula for every arm (padding and avoidable logits are not counted):
@@ -34,10 +40,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REFERENCE_COMPUTE = {"bf16_adapters": False, "target_logits": False}
+REFERENCE_COMPUTE = {"bf16_adapters": False, "target_logits": False, "fast_dropout": False}
 ARMS = {
     "reference": {"batching": "fixed", "max_length": 128, **REFERENCE_COMPUTE},
     "codepeft": {},
+    "masked-attention": {"packed_attention": "masked"},
+    "torch-dropout": {"fast_dropout": False},
     "packed-fp32": REFERENCE_COMPUTE,
     "fixed-fast": {"batching": "fixed", "max_length": 128},
     "dynamic": {"batching": "dynamic", "max_length": 128, **REFERENCE_COMPUTE},
@@ -94,15 +102,44 @@ def run_arm(name: str, args: argparse.Namespace, out: Path) -> dict:
                 "seed": args.seed, "train_limit": args.train_limit, "force": True, **ARMS[name]}
     code = (
         "import json,sys; from codepeft.training import train, TrainSettings; "
-        f"r = train({args.model!r}, ['conala'], 'lora', None, {str(out)!r}, TrainSettings(**json.loads(sys.argv[1]))); "
-        "print('RESULT', json.dumps({'val': r.best_val_loss, 'initial': r.initial_val_loss}))"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r}); from training import common_val_loss; "
+        "s = TrainSettings(**json.loads(sys.argv[1])); "
+        f"r = train({args.model!r}, ['conala'], 'lora', None, {str(out)!r}, s); "
+        "print('RESULT', json.dumps({'val': r.best_val_loss, 'initial': r.initial_val_loss, "
+        "'common': common_val_loss(r.model, sys.argv[2], s.val_limit)}))"
     )
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(settings)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(settings), args.model], capture_output=True,
+                          text=True)
     if proc.returncode != 0:
         raise SystemExit(f"arm {name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[7:])
     costs = json.loads((out / "costs.json").read_text())
-    return {**costs, "val_loss": result["val"], "initial_val_loss": result["initial"]}
+    return {**costs, "val_loss": result["val"], "initial_val_loss": result["initial"],
+            "common_val_loss": result["common"]}
+
+
+def common_val_loss(model: object, model_spec: str, limit: int | None) -> float:
+    """Validation loss of a trained LoRA model on CoNaLa's validation split, the same way for every arm."""
+    import torch
+
+    from codepeft.data import get_task
+    from codepeft.home import default_data_dir
+    from codepeft.models import load_model
+    from codepeft.training.data import collate, tokenize_all
+
+    loaded = load_model(model_spec, dtype="bfloat16")  # for its tokenizer and prompt style
+    task = get_task("conala", default_data_dir())
+    items = tokenize_all(task, task.load("validation")[:limit], loaded, 128)
+    model.eval()
+    total = count = 0.0
+    with torch.no_grad():
+        for start in range(0, len(items), 8):
+            batch = items[start : start + 8]
+            inputs = collate(batch, "grouped", True, loaded.tokenizer.pad_token_id, 128)
+            targets = sum(item.target_tokens(True) for item in batch)
+            total += float(model(**inputs, use_cache=False).loss) * targets
+            count += targets
+    return total / count
 
 
 def main() -> None:
@@ -138,16 +175,17 @@ def main() -> None:
     baseline = median(arms[0], "tokens_per_second")
     print(f"\nbf16 matmul peak ({threads} threads): {peak / 1e9:.1f} GFLOP/s before, {peak_after / 1e9:.1f} after; "
           f"{args.steps} steps x batch 8 per arm, {args.repeats} run(s) each, torch {torch.__version__}")
-    header = f"{'arm':<11} {'real tok/s':>10} {'ratio':>6} {'pad %':>6} {'val loss':>9} {'init val':>9} " \
-             f"{'peak RSS':>9} {'MFU':>6} {'train s':>8}"
+    header = f"{'arm':<16} {'real tok/s':>10} {'ratio':>6} {'pad %':>6} {'val loss':>9} {'init val':>9} " \
+             f"{'common val':>10} {'peak RSS':>9} {'MFU':>6} {'train s':>8}"
     print(header)
     print("-" * len(header))
     best_peak = max(peak, peak_after)
     for arm in arms:
         tps = median(arm, "tokens_per_second")
         mfu = statistics.median(step_flops(r, shape) / r["train_seconds"] for r in runs[arm]) / best_peak
-        print(f"{arm:<11} {tps:>10.1f} {tps / baseline:>6.2f} {100 * median(arm, 'padding_fraction'):>6.1f} "
+        print(f"{arm:<16} {tps:>10.1f} {tps / baseline:>6.2f} {100 * median(arm, 'padding_fraction'):>6.1f} "
               f"{median(arm, 'val_loss'):>9.4f} {median(arm, 'initial_val_loss'):>9.4f} "
+              f"{median(arm, 'common_val_loss'):>10.4f} "
               f"{median(arm, 'peak_rss_bytes') / 2**30:>8.2f}G {100 * mfu:>5.1f}% {median(arm, 'train_seconds'):>8.1f}")
     print(f"\nMFU: FLOPs needed for the real tokens ({shape['matmul'] / 1e6:.1f}M matmul params, head "
           f"{shape['head'] / 1e6:.1f}M, attention {shape['attention_width']} x {shape['layers']} layers) / seconds / "

@@ -232,6 +232,12 @@ def test_cli_train_and_methods(tiny_causal_dir, memo, tmp_path):
     assert code == 0, err
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").exists()
     assert json.loads((tmp_path / "run" / "config.json").read_text())["params"]["lr"] == 0.01
+    code, err, _ = run_cli(["train", "--model", str(tiny_causal_dir), "--dataset", f"jsonl:{memo}", "--max-steps", "1",
+                            "--batch-size", "4", "--dtype", "float32", "--set", "pack_row_tokens=48",
+                            "--set", "fast_dropout=false", "--output", str(tmp_path / "set")])
+    assert code == 0, err
+    settings = json.loads((tmp_path / "set" / "config.json").read_text())["settings"]
+    assert (settings["pack_row_tokens"], settings["fast_dropout"]) == (48, False)
     # a finished run is not overwritten by accident
     code, err, _ = run_cli(["train", "--model", str(tiny_causal_dir), "--dataset", f"jsonl:{memo}",
                                  "--method", "ia3", "--max-steps", "2", "--output", str(tmp_path / "run")])
@@ -261,6 +267,9 @@ def test_cli_train_and_methods(tiny_causal_dir, memo, tmp_path):
     (["--method", "zero-shot"], "is a prompt method, nothing to train"),
     (["--method", "lora", "--param", 'targets=["nonexistent_proj"]'], "target modules ['nonexistent_proj'] not found"),
     (["--method", "lora", "--batch-size", "0"], "--batch-size"),
+    (["--method", "lora", "--set", "packed_attention=flash"], "--packed-attention: Input should be"),
+    (["--method", "lora", "--set", "no_such_setting=1"], "--no-such-setting: Extra inputs are not permitted"),
+    (["--method", "lora", "--seed", "1", "--set", "seed=2"], "--set seed= repeats an option"),
     (["--method", "lora", "--dataset", "nope"], "unknown data set 'nope'"),
 ])
 def test_bad_training_input_is_one_line(extra, message, tiny_causal_dir, memo, tmp_path):

@@ -52,16 +52,24 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --output")] = True,
     force: Annotated[bool, typer.Option(help="retrain over a finished run in --output")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="local data sets (default $CODEPEFT_DATA_DIR)")] = None,
+    setting: Annotated[list[str] | None, typer.Option(
+        "--set", help="any other training setting KEY=VALUE, e.g. pack_row_tokens=256, packed_attention=masked, "
+        "fast_dropout=false (see TrainSettings)")] = None,
 ) -> None:
     """Train an adapter (or the full model) on data sets' training splits; keeps the best by validation loss."""
     from codepeft.training import train as run_training
 
-    settings = build_train_settings(
+    named = dict(
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
         batching=batching, eval_every=eval_every, early_stopping_patience=patience, train_limit=train_limit,
         val_limit=val_limit, seed=seed, dtype=dtype, threads=threads,
         gradient_checkpointing=gradient_checkpointing or None, resume=resume, force=force or None,
     )
+    for key, value in parse_params(setting).items():
+        if named.get(key) is not None:
+            raise CodepeftError(f"--set {key}= repeats an option given already: give it once")
+        named[key] = value
+    settings = build_train_settings(**named)
     result = run_training(model, dataset or ["conala"], method, parse_params(param), output, settings, data_dir)
     costs = result.costs
     console.print(

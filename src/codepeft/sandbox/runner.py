@@ -31,6 +31,7 @@ from typing import Literal
 
 import psutil
 
+from codepeft.sandbox.cgroups import WorkerGroup, create_worker_group
 from codepeft.sandbox.isolation import Limits, Mode, choose_mode, default_workers, sandbox_env, server_command
 
 Status = Literal["passed", "failed", "timed out", "crashed"]
@@ -146,16 +147,37 @@ def _base_parent(mode: Mode) -> str | None:
     return None
 
 
-class SandboxServer:
-    """One sandbox server process (``_bootstrap.py``): runs one program at a time, each isolated."""
+#: processes and memory a worker's control group allows beyond one program's limits (the server, the init)
+GROUP_SPARE_PROCESSES = 8
+GROUP_SPARE_MEMORY = 256 << 20
 
-    def __init__(self, mode: Mode) -> None:
+
+class SandboxServer:
+    """One sandbox server process (``_bootstrap.py``): runs one program at a time, each isolated.
+
+    With ``limits``, the server and everything it forks live in a control group of their own
+    (``cgroups.py``) where the machine allows it: a fair share of the CPU, and the group's processes
+    and memory capped at one program's limits plus the server's needs.
+    """
+
+    def __init__(self, mode: Mode, limits: Limits | None = None) -> None:
         self.mode = mode
+        self.group: WorkerGroup | None = None
+        if limits is not None:
+            self.group = create_worker_group(
+                (limits.processes + GROUP_SPARE_PROCESSES) if limits.processes else None,
+                (limits.memory_bytes + GROUP_SPARE_MEMORY) if limits.memory_bytes else None)
         # Every program's work directory and output files live under this base, the only place the
         # server keeps writable.
         self.base = Path(tempfile.mkdtemp(prefix="codepeft-sbx-", dir=_base_parent(mode)))
         self.proc = subprocess.Popen(server_command(mode, self.base), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      env=sandbox_env({}), start_new_session=True, close_fds=True)
+        if self.group is not None:
+            try:
+                self.group.add(self.proc.pid)  # before the first request: every program forks from inside the group
+            except OSError:
+                self.group.close()
+                self.group = None
         self._replies = self.proc.stdout
         self._trash: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
         self._cleaner: threading.Thread | None = None
@@ -211,6 +233,8 @@ class SandboxServer:
             self.proc.kill()
             self.proc.wait()
         self.proc.stdout.close()
+        if self.group is not None:
+            self.group.close()
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -294,7 +318,7 @@ def run_many(programs: Sequence[Program], *, workers: int | None = None, timeout
         try:
             server = idle.get_nowait()
         except queue.Empty:
-            server = SandboxServer(mode)
+            server = SandboxServer(mode, limits)
             with lock:
                 servers.append(server)
         try:

@@ -204,6 +204,8 @@ def _train(run: _Run) -> TrainResult:
     from codepeft.home import default_data_dir
     from codepeft.models import load_model
     from codepeft.provenance import environment
+    from codepeft.training.attention import restore_attention, use_per_example_attention
+    from codepeft.training.dropout import use_fast_dropout
 
     settings, method = run.settings, run.method
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -238,6 +240,11 @@ def _train(run: _Run) -> TrainResult:
     if batching == "packed" and not (causal and method.packs):
         batching = "grouped"  # virtual tokens / encoder-decoder: one sequence per row
     model = method.wrap(loaded, run.params)
+    if settings.fast_dropout:
+        use_fast_dropout(model)
+    attention_before = None
+    if batching == "packed" and settings.packed_attention == "per-example":
+        attention_before = use_per_example_attention(model)
     if settings.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         if hasattr(model, "enable_input_require_grads"):
@@ -410,6 +417,7 @@ def _train(run: _Run) -> TrainResult:
                                 settings.keep_checkpoints)
             accelerator.wait_for_everyone()
 
+    restore_attention(unwrapped, attention_before)
     costs = meter.summary(world)
     if main:
         from codepeft.generation.records import write_json

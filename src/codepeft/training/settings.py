@@ -35,6 +35,11 @@ class TrainSettings(BaseModel):
         "longer than this gets a row of its own); None (default): one row per batch, which measured faster "
         "on CPU (benchmarks/results/training.md, run 4)",
     )
+    packed_attention: Literal["per-example", "masked"] = Field(
+        "per-example",
+        description="packed batching: per-example computes attention within each example only (sum of L_i^2 scores); "
+        "masked is transformers' block-diagonal mask over the whole row (T^2 scores)",
+    )
     eval_every: int | None = Field(None, gt=0, description="optimizer steps between validations (default: 4 per epoch)")
     evals_per_epoch: int = Field(4, ge=1)
     early_stopping_patience: int | None = Field(
@@ -54,6 +59,11 @@ class TrainSettings(BaseModel):
         True,
         description="compute LoRA adapters in bf16 (autocast; the fp32 adapter weights stay the optimizer's master "
         "copy) when the base is bf16, so activations are not cast to fp32 and back in every adapted layer",
+    )
+    fast_dropout: bool = Field(
+        True,
+        description="adapter dropout from cheap random bits (probability rounded to 1/65536) instead of nn.Dropout's "
+        "per-element Bernoulli draws",
     )
     target_logits: bool = Field(
         True,

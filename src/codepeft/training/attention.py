@@ -1,0 +1,160 @@
+"""Attention for packed rows that computes only what each example needs (registered with transformers).
+
+A packed row holds several examples whose ``position_ids`` restart at 0. transformers' default
+(``sdpa``) turns that into one block-diagonal mask over the whole row, so the attention of a row of
+``T`` tokens costs ``T x T`` scores, most of them masked away. ``per_example_attention`` instead cuts
+the row's queries, keys and values into one sequence per example (padded to the longest example),
+runs plain causal attention on that small batch and puts the outputs back in place: ``sum(L_i^2)``
+scores instead of ``T^2`` and no mask to build. On CPU it computes the scores with explicit matrix
+products (for short examples, faster forward and backward than the fused CPU kernel, measured in
+benchmarks/results/training.md); on GPU, or for long examples, it calls the fused SDPA kernel.
+
+It is used for training with ``batching="packed"`` (``TrainSettings.packed_attention``); models
+that do not pass ``position_ids`` down to their attention get a clear error, never a silently wrong
+mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from codepeft.errors import CodepeftError
+
+NAME = "codepeft_per_example"
+#: longest example (tokens) for which the explicit-matrix path is used on CPU; longer ones use SDPA
+EXPLICIT_MAX_LENGTH = 256
+
+
+class _Plan:
+    """Where each token of the packed rows goes in the per-example batch, and back."""
+
+    def __init__(self, position_ids: Any, length: int) -> None:
+        import torch
+
+        positions = position_ids.reshape(-1)
+        total = positions.numel()
+        starts_mask = torch.ones(total, dtype=torch.bool, device=positions.device)
+        starts_mask[1:] = positions[1:] != positions[:-1] + 1
+        starts_mask[::length] = True  # every row starts a sequence
+        starts = torch.nonzero(starts_mask).flatten()
+        lengths = torch.diff(starts, append=torch.tensor([total], device=starts.device))
+        self.sequences = int(starts.numel())
+        self.longest = int(lengths.max())
+        sequence = torch.cumsum(starts_mask.long(), 0) - 1
+        offset = torch.arange(total, device=positions.device) - starts[sequence]
+        self.scatter = sequence * self.longest + offset  # token -> slot in the padded batch
+        slots = torch.arange(self.longest, device=positions.device)
+        # Padding slots repeat a real token of their own sequence; they come after it, so causal
+        # attention never lets a real query see them, and their outputs are never read back.
+        self.gather = (starts[:, None] + torch.minimum(slots[None, :], lengths[:, None] - 1)).reshape(-1)
+
+
+_last: list[Any] = [None, None]  # (position_ids, plan): every layer of one forward shares the plan
+
+
+def _plan(position_ids: Any, length: int) -> _Plan:
+    if _last[0] is not position_ids:
+        _last[0], _last[1] = position_ids, _Plan(position_ids, length)
+    return _last[1]
+
+
+def per_example_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    position_ids: Any = None,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """Causal attention of ``query`` [B, H, T, D] within each packed example; returns [B, T, H, D]."""
+    import torch
+    import torch.nn.functional as F
+
+    if position_ids is None:
+        raise CodepeftError(
+            f"{type(module).__name__} does not pass position ids to its attention, so packed examples cannot be kept "
+            "apart: train with --batching grouped"
+        )
+    if kwargs.get("s_aux") is not None:
+        raise CodepeftError("attention sinks are not supported with packed batches: train with --batching grouped")
+    rows, heads, length, width = query.shape
+    plan = _plan(position_ids, length)
+    seqs, longest = plan.sequences, plan.longest
+
+    def per_example(states: Any) -> Any:
+        flat = states.transpose(1, 2).reshape(rows * length, states.shape[1], width)
+        return flat.index_select(0, plan.gather).view(seqs, longest, states.shape[1], width).transpose(1, 2)
+
+    q, k, v = per_example(query), per_example(key), per_example(value)
+    scale = scaling if scaling is not None else width**-0.5
+    kv_heads = k.shape[1]
+    explicit = (not query.is_cuda and longest <= EXPLICIT_MAX_LENGTH) or sliding_window or softcap
+    if explicit:
+        group = heads // kv_heads
+        # queries grouped by the key/value head they share (grouped-query attention without repeating k, v)
+        scores = torch.matmul(q.reshape(seqs, kv_heads, group * longest, width), k.transpose(-1, -2)) * scale
+        if softcap:
+            scores = torch.tanh(scores / softcap) * softcap
+        scores = scores.masked_fill(~_causal(longest, group, sliding_window, scores.device), float("-inf"))
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        if dropout and module.training:
+            probs = F.dropout(probs, p=dropout)
+        out = torch.matmul(probs, v).view(seqs, heads, longest, width)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout if module.training else 0.0, is_causal=True,
+                                             scale=scale, enable_gqa=kv_heads != heads)
+    out = out.transpose(1, 2).reshape(seqs * longest, heads, width).index_select(0, plan.scatter)
+    return out.view(rows, length, heads, width), None
+
+
+_masks: dict[tuple[int, int, int | None, str], Any] = {}
+
+
+def _causal(length: int, group: int, window: int | None, device: Any) -> Any:
+    """[group * length, length] boolean mask: query i may see key j when j <= i (and i - j < window)."""
+    import torch
+
+    key = (length, group, window, str(device))
+    if key not in _masks:
+        query_index = torch.arange(length, device=device)[:, None]
+        key_index = torch.arange(length, device=device)[None, :]
+        allowed = key_index <= query_index
+        if window:
+            allowed &= query_index - key_index < window
+        _masks.clear()
+        _masks[key] = allowed.repeat(group, 1)
+    return _masks[key]
+
+
+def register() -> str:
+    """Make ``per_example_attention`` available to transformers models under ``NAME``."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(NAME, per_example_attention)
+    return NAME
+
+
+def use_per_example_attention(model: Any) -> str | None:
+    """Switch ``model`` (a transformers model, possibly peft-wrapped) to per-example attention.
+
+    Returns the previous implementation to restore afterwards, or ``None`` when the model does not
+    use transformers' attention interface (it then keeps its own masking of packed rows).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "_supports_attention_backend", False):
+        return None
+    previous = base.config._attn_implementation
+    base.set_attn_implementation(register())
+    return previous
+
+
+def restore_attention(model: Any, previous: str | None) -> None:
+    if previous is None:
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.set_attn_implementation(previous)

@@ -1,0 +1,143 @@
+"""Per-example attention for packed rows and fast adapter dropout: same results as the slow way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from codepeft.errors import CodepeftError
+from codepeft.training import TrainSettings, train
+from codepeft.training.attention import per_example_attention, restore_attention, use_per_example_attention
+from codepeft.training.data import collate, tokenize_all
+from codepeft.training.dropout import FastDropout, use_fast_dropout
+from test_methods import write_memorisable
+
+
+@pytest.fixture(scope="module")
+def memo(tmp_path_factory) -> Path:
+    return write_memorisable(tmp_path_factory.mktemp("memo") / "memo.jsonl")
+
+
+def _loss_and_grads(model, batch) -> tuple[float, list[torch.Tensor]]:
+    model.zero_grad()
+    loss = model(**batch, use_cache=False).loss
+    loss.backward()
+    return loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("row_tokens", [None, 40])
+def test_per_example_attention_matches_the_block_diagonal_mask(tiny_causal_dir, memo, row_tokens):
+    """Loss and every gradient equal transformers' masked SDPA on packed rows (one row or several, pad runs)."""
+    from codepeft.data import get_task
+    from codepeft.models import load_model
+
+    loaded = load_model(tiny_causal_dir, dtype="float32")
+    task = get_task(f"jsonl:{memo}")
+    items = tokenize_all(task, task.load("train")[:6], loaded, 512)
+    batch = collate(items, "packed", True, loaded.tokenizer.pad_token_id, 512, row_tokens)
+    model = loaded.model.train()
+    masked_loss, masked_grads = _loss_and_grads(model, batch)
+    previous = use_per_example_attention(model)
+    assert previous == "sdpa"
+    try:
+        loss, grads = _loss_and_grads(model, batch)
+    finally:
+        restore_attention(model, previous)
+    assert model.config._attn_implementation == "sdpa"
+    assert loss == pytest.approx(masked_loss, rel=1e-5)
+    for got, want in zip(grads, masked_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def _reference(query, key, value, lengths, window=None, softcap=None):
+    """Each sequence alone, explicit causal (and windowed) attention, keys/values repeated per query group."""
+    outs, start = [], 0
+    group = query.shape[1] // key.shape[1]
+    for length in lengths:
+        q = query[:, :, start:start + length]
+        k = key[:, :, start:start + length].repeat_interleave(group, dim=1)
+        v = value[:, :, start:start + length].repeat_interleave(group, dim=1)
+        scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+        if softcap:
+            scores = torch.tanh(scores / softcap) * softcap
+        i = torch.arange(length)[:, None]
+        j = torch.arange(length)[None, :]
+        allowed = (j <= i) & ((i - j < window) if window else True)
+        outs.append(torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ v)
+        start += length
+    return torch.cat(outs, dim=2).transpose(1, 2)
+
+
+@pytest.mark.parametrize("window, softcap", [(None, None), (3, None), (None, 5.0), (4, 2.0)])
+def test_per_example_attention_kernel(window, softcap):
+    torch.manual_seed(0)
+    lengths = [5, 1, 9, 3]
+    positions = torch.tensor([[p for n in lengths for p in range(n)]])
+    query, key, value = torch.randn(1, 4, 18, 8), torch.randn(1, 2, 18, 8), torch.randn(1, 2, 18, 8)
+    module = torch.nn.Module().eval()
+    out, _ = per_example_attention(module, query, key, value, None, scaling=8**-0.5, position_ids=positions,
+                                   sliding_window=window, softcap=softcap)
+    torch.testing.assert_close(out, _reference(query, key, value, lengths, window, softcap))
+
+
+def test_per_example_attention_needs_position_ids():
+    query = torch.randn(1, 2, 4, 8)
+    with pytest.raises(CodepeftError, match="--batching grouped"):
+        per_example_attention(torch.nn.Module(), query, query, query, None)
+
+
+def test_training_with_per_example_attention_follows_the_masked_run(tiny_causal_dir, memo, tmp_path):
+    """Same seed, same steps: the validation losses of per-example and masked attention agree."""
+    settings = {"max_steps": 4, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None,
+                "fast_dropout": False}
+    runs = {}
+    for mode in ("masked", "per-example"):
+        result = train(str(tiny_causal_dir), [f"jsonl:{memo}"], "lora", None, tmp_path / mode,
+                       TrainSettings(**settings, packed_attention=mode))
+        runs[mode] = [loss for _, loss in result.val_losses]
+        assert result.model.config._attn_implementation == "sdpa"  # restored for generation
+    assert runs["per-example"] == pytest.approx(runs["masked"], rel=1e-4)
+    assert runs["per-example"][-1] < runs["per-example"][0] or runs["per-example"][-1] < 10
+
+
+def test_fast_dropout_drops_the_right_share_and_scales_the_rest():
+    torch.manual_seed(0)
+    layer = FastDropout(0.05).train()
+    x = torch.ones(400, 500, requires_grad=True)
+    y = layer(x)
+    dropped = float((y == 0).float().mean())
+    assert dropped == pytest.approx(0.05, abs=0.002)
+    values = torch.unique(y).tolist()
+    assert values[0] == 0.0 and values[1:] == [pytest.approx(1 / 0.95)]
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # gradient: the same mask and scale
+    layer.eval()
+    assert layer(x) is x
+
+
+def test_fast_dropout_is_seeded_and_keeps_the_dtype():
+    layer = FastDropout(0.3).train()
+    x = torch.randn(64, 48, dtype=torch.bfloat16)
+    torch.manual_seed(1)
+    first = layer(x)
+    torch.manual_seed(1)
+    assert torch.equal(first, layer(x)) and first.dtype == torch.bfloat16
+    assert not torch.equal(first, layer(x))
+    assert FastDropout(0.0).train()(x) is x
+
+
+def test_fast_dropout_replaces_every_lora_dropout(tiny_causal_dir):
+    from codepeft.methods import get_method
+    from codepeft.models import load_model
+
+    loaded = load_model(tiny_causal_dir, dtype="float32")
+    method = get_method("lora")
+    model = method.wrap(loaded, method.params(None))
+    before = sum(isinstance(m, torch.nn.Dropout) for m in model.modules())
+    swapped = use_fast_dropout(model)
+    assert swapped == before > 0
+    assert sum(isinstance(m, FastDropout) for m in model.modules()) == swapped
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        FastDropout(1.0)
