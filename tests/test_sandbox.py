@@ -97,6 +97,23 @@ def test_a_worker_group_caps_the_memory_of_all_its_processes_and_is_removed():
     assert not list(ROOT.glob(f"*/{PREFIX}-{os.getpid()}-*")), "worker groups left behind"
 
 
+def test_replies_that_arrive_together_are_both_read():
+    """A quick program's "started" and "done" often reach the pipe in one write; "done" must not be missed."""
+    from codepeft.sandbox.runner import SandboxServer
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"started 12\ndone 0\n")
+    server = object.__new__(SandboxServer)
+    server._replies, server._pending = os.fdopen(read_end, "rb"), b""
+    try:
+        assert server._reply(None) == "started 12"
+        assert server._reply(0.5) == "done 0"
+        assert server._reply(0.05) is None
+    finally:
+        server._replies.close()
+        os.close(write_end)
+
+
 def test_parallel_runs_are_faster_than_serial():
     programs = [Program("import time\ntime.sleep(0.5)" + REPORT)] * 4
     started = time.monotonic()

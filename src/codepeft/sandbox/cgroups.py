@@ -46,16 +46,21 @@ class WorkerGroup:
                 found.update(int(p) for p in (directory / "cgroup.procs").read_text().split())
         return found
 
-    def close(self) -> None:
-        """Kill every process left in the group, then remove it."""
+    def kill(self, keep: set[int] | None = None) -> None:
+        """Kill every process in the group except those in ``keep``, until none is left."""
+        keep = keep or set()
         for _ in range(50):
-            left = self.pids()
+            left = self.pids() - keep
             if not left:
-                break
+                return
             for pid in left:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
+
+    def close(self) -> None:
+        """Kill every process left in the group, then remove it."""
+        self.kill()
         for directory in self.directories:
             for _ in range(50):
                 try:

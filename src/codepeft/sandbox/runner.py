@@ -179,6 +179,7 @@ class SandboxServer:
                 self.group.close()
                 self.group = None
         self._replies = self.proc.stdout
+        self._pending = b""
         self._trash: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
         self._cleaner: threading.Thread | None = None
 
@@ -194,16 +195,25 @@ class SandboxServer:
             shutil.rmtree(directory, ignore_errors=True)
 
     def _reply(self, timeout: float | None) -> str | None:
-        """The next reply line, or None if none came within ``timeout`` seconds."""
-        if timeout is not None:
-            poller = select.poll()
-            poller.register(self._replies.fileno(), select.POLLIN)
-            if not poller.poll(max(0.0, timeout) * 1000):
-                return None
-        line = self._replies.readline().decode()
-        if not line:
-            raise RuntimeError("the sandbox server exited")
-        return line.strip()
+        """The next reply line, or None if none came within ``timeout`` seconds.
+
+        Replies are read from the raw pipe into our own buffer: "started" and "done" often arrive
+        together, and a buffered reader would hold "done" where polling the pipe cannot see it.
+        """
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        fd = self._replies.fileno()
+        while b"\n" not in self._pending:
+            if deadline is not None:
+                poller = select.poll()
+                poller.register(fd, select.POLLIN)
+                if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                    return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise RuntimeError("the sandbox server exited")
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line.decode().strip()
 
     def run(self, request: dict[str, object], timeout: float) -> tuple[int, bool]:
         """Run one request; returns (wait status, timed out). The process group is killed either way."""
@@ -267,7 +277,10 @@ def _run_on(server: SandboxServer, program: Program, timeout: float, limits: Lim
             status, timed_out = server.run(request, timeout)
         finally:
             if server.mode == "rlimits":
-                _kill_leftovers(sandbox_id)
+                if server.group is not None:  # the group knows every process the program left
+                    server.group.kill(keep={server.proc.pid})
+                else:
+                    _kill_leftovers(sandbox_id)
         seconds = time.perf_counter() - started
         returncode = _returncode(status)
         token = (private / "status").read_text(errors="replace")[:64]
