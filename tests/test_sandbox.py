@@ -97,6 +97,16 @@ def test_a_worker_group_caps_the_memory_of_all_its_processes_and_is_removed():
     assert not list(ROOT.glob(f"*/{PREFIX}-{os.getpid()}-*")), "worker groups left behind"
 
 
+def test_programs_share_no_random_state_and_find_preloaded_modules_intact():
+    """The server imports common modules once before forking; nothing seeded at import time is shared."""
+    source = ("import random, typing, math, re\nfrom typing import List\n"
+              "print(random.random(), typing.List is List, math.sqrt(4.0), bool(re.fullmatch('a+', 'aa')))" + REPORT)
+    outcomes = run_many([Program(source)] * 4, workers=2)
+    assert all(o.passed for o in outcomes), outcomes
+    draws = [o.stdout.split()[0] for o in outcomes]
+    assert len(set(draws)) == 4 and all(o.stdout.split()[1:] == ["True", "2.0", "True"] for o in outcomes)
+
+
 def test_replies_that_arrive_together_are_both_read():
     """A quick program's "started" and "done" often reach the pipe in one write; "done" must not be missed."""
     from codepeft.sandbox.runner import SandboxServer

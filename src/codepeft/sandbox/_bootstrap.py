@@ -6,7 +6,8 @@ network), hides the home directories behind empty tmpfs mounts and makes every m
 its base directory, which holds each program's files. Each
 request line (JSON) names a work directory, files for stdin/stdout/stderr/status, the environment
 and the limits; the server forks and answers ``started PID``, then ``done STATUS`` once that child is
-gone. Forking a warm interpreter is what keeps execution cheap: no interpreter starts per program.
+gone. Forking a warm interpreter is what keeps execution cheap: no interpreter starts per program, and
+common standard-library modules are imported once, before forking (see ``PRELOAD``).
 
 The forked child (its own session) enters fresh mount and PID namespaces and forks the namespace's
 init. The init turns its work directory into a size-limited tmpfs (with the program's files), makes
@@ -20,7 +21,9 @@ codepeft kills the child's process group on time-out. Steps the kernel refuses a
 stderr as ``codepeft-sandbox:`` lines and the run goes on with what did work.
 """
 
+import contextlib
 import ctypes
+import gc
 import json
 import os
 import resource
@@ -245,8 +248,25 @@ def isolate_and_run(request, config):
     run_as_main(request["script"])
 
 
+# Standard-library modules most generated code imports (HumanEval prompts start with `from typing import
+# List`): imported once here, every forked program finds them ready instead of importing them again.
+# Nothing that seeds state at import time (random, tempfile, uuid, secrets): each program gets its own.
+PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "string", "heapq", "bisect",
+           "operator", "copy")
+
+
+def preload():
+    for name in PRELOAD:
+        with contextlib.suppress(ImportError):
+            __import__(name)
+    # Frozen objects are never traversed by the collector, so forked programs copy fewer memory pages.
+    gc.collect()
+    gc.freeze()
+
+
 def serve():
     config = json.loads(sys.argv[1])
+    preload()
     if config["namespaces"]:
         try:
             lock_filesystem(config["base"], config["hide"], config["keep"])
