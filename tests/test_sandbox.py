@@ -183,6 +183,16 @@ def test_apps_stdin_whitespace_normalisation_and_crashes():
     assert slow.status in {"timed out", "failed"} and not slow.passed
 
 
+def test_apps_stdin_times_each_input_on_its_own():
+    """As APPS does: every input gets the time-out, so three 0.6 s inputs pass under a 1 s time-out."""
+    tests = {"kind": "apps-stdin", "inputs": ["1\n", "2\n", "3\n"], "outputs": ["1\n", "2\n", "3\n"]}
+    slow_but_fine = "import time\ntime.sleep(0.6)\nprint(input())\n"
+    assert _run(slow_but_fine, tests, timeout=1).passed
+    hangs_on_two = "import time\nx = input()\nif x == '2':\n    time.sleep(60)\nprint(x)\n"
+    stuck = _run(hangs_on_two, tests, timeout=1)
+    assert (stuck.status, stuck.reason) == ("failed", "AssertionError: test 1: time-out after 1 s")
+
+
 def test_apps_call_function_solution_class_and_leniency():
     tests = {"kind": "apps-call", "fn_name": "pair", "inputs": [[1, 2], [3, 4]], "outputs": [[1, 2], [[3, 4]]]}
     assert _run("def pair(a, b):\n    return (a, b)\n", tests).passed  # tuple == list, and [[x]] accepts x

@@ -86,7 +86,6 @@ APPS_STDIN_HARNESS = '''
 import json as _cp_json
 import subprocess as _cp_subprocess
 import sys as _cp_sys
-import time as _cp_time
 
 
 def _cp_lines(text):
@@ -101,14 +100,16 @@ def _cp_same(got, expected):
 
 
 _cp_cases = _cp_json.loads(%(cases)s)
-_cp_deadline = _cp_time.monotonic() + _cp_cases["timeout"]
 for _cp_index, (_cp_input, _cp_expected) in enumerate(zip(_cp_cases["inputs"], _cp_cases["outputs"])):
     if isinstance(_cp_input, list):
         _cp_input = "\\n".join(map(str, _cp_input))
     if isinstance(_cp_expected, list):
         _cp_expected = "\\n".join(map(str, _cp_expected))
-    _cp_done = _cp_subprocess.run([_cp_sys.executable, "-I", "solution.py"], input=_cp_input, text=True,
-                                  capture_output=True, timeout=max(0.1, _cp_deadline - _cp_time.monotonic()))
+    try:
+        _cp_done = _cp_subprocess.run([_cp_sys.executable, "-I", "solution.py"], input=_cp_input, text=True,
+                                      capture_output=True, timeout=_cp_cases["timeout"])
+    except _cp_subprocess.TimeoutExpired:
+        raise AssertionError(f"test {_cp_index}: time-out after {_cp_cases['timeout']:g} s") from None
     assert _cp_done.returncode == 0, (
         f"test {_cp_index}: exit status {_cp_done.returncode}: {_cp_done.stderr.strip()[-300:]}")
     assert _cp_same(_cp_done.stdout, _cp_expected), (
@@ -116,14 +117,21 @@ for _cp_index, (_cp_input, _cp_expected) in enumerate(zip(_cp_cases["inputs"], _
 '''
 
 
+#: wall-clock seconds an APPS standard-input program gets beyond its inputs' time-outs (start-up, comparisons)
+APPS_STDIN_SLACK = 5.0
+
+
 def apps_stdin_program(candidate: str, tests: dict[str, Any], timeout: float = 10.0) -> Program:
     """Run the candidate as a script once per input; stdout must match after whitespace normalisation.
 
-    Lines are compared after stripping trailing spaces and surrounding blank lines; failing that, the
-    whitespace-separated tokens are compared (APPS accepts both).
+    Each input has its own ``timeout`` (as APPS times each test), so the program as a whole gets
+    ``timeout`` per input plus ``APPS_STDIN_SLACK``. Lines are compared after stripping trailing
+    spaces and surrounding blank lines; failing that, the whitespace-separated tokens are compared
+    (APPS accepts both).
     """
     cases = json.dumps({"inputs": tests["inputs"], "outputs": tests["outputs"], "timeout": timeout})
-    return _wrap(APPS_STDIN_HARNESS % {"cases": repr(cases)}, files={"solution.py": candidate})
+    return _wrap(APPS_STDIN_HARNESS % {"cases": repr(cases)}, files={"solution.py": candidate},
+                 timeout=timeout * max(1, len(tests["inputs"])) + APPS_STDIN_SLACK)
 
 
 DOCTEST_HARNESS = '''
