@@ -141,3 +141,37 @@ def test_fast_dropout_replaces_every_lora_dropout(tiny_causal_dir):
     assert sum(isinstance(m, FastDropout) for m in model.modules()) == swapped
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         FastDropout(1.0)
+
+
+def _tiny_config(name: str):
+    from transformers import GemmaConfig, GPT2Config, MistralConfig, Phi3Config, Qwen2Config
+
+    shared = {"vocab_size": 400, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "pad_token_id": 0, "eos_token_id": 1}
+    return {
+        "gpt2": lambda: GPT2Config(vocab_size=400, n_embd=32, n_layer=2, n_head=4, eos_token_id=1),
+        "qwen2": lambda: Qwen2Config(**shared),
+        "mistral-sliding-window": lambda: MistralConfig(**shared, sliding_window=4),
+        "gemma": lambda: GemmaConfig(**shared, head_dim=8),
+        "phi3": lambda: Phi3Config(**shared),
+    }[name]()
+
+
+@pytest.mark.parametrize("name", ["gpt2", "qwen2", "mistral-sliding-window", "gemma", "phi3"])
+def test_per_example_attention_keeps_examples_apart_in_other_architectures(name):
+    """A packed row scores each example as if it were alone, for architectures beyond Llama."""
+    from transformers import AutoModelForCausalLM
+
+    from codepeft.training.data import Tokenized
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_tiny_config(name)).eval()
+    items = [Tokenized(tuple(range(5, 5 + n)), tuple([-100] * 2 + list(range(7, 5 + n)))) for n in (6, 9, 4)]
+    with torch.no_grad():
+        alone = sum(model(**collate([item], "grouped", True, 0, 64)).loss.item() * item.target_tokens(True)
+                    for item in items) / sum(item.target_tokens(True) for item in items)
+        previous = use_per_example_attention(model)
+        packed = model(**collate(items, "packed", True, 0, 64)).loss.item()
+        restore_attention(model, previous)
+    assert previous is not None
+    assert packed == pytest.approx(alone, rel=1e-5)
