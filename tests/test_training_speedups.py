@@ -167,11 +167,13 @@ def test_per_example_attention_keeps_examples_apart_in_other_architectures(name)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(_tiny_config(name)).eval()
     items = [Tokenized(tuple(range(5, 5 + n)), tuple([-100] * 2 + list(range(7, 5 + n)))) for n in (6, 9, 4)]
+    batch = collate(items, "packed", True, 0, 64)
     with torch.no_grad():
         alone = sum(model(**collate([item], "grouped", True, 0, 64)).loss.item() * item.target_tokens(True)
                     for item in items) / sum(item.target_tokens(True) for item in items)
+        masked = model(**batch, use_cache=False).loss.item()  # transformers builds its block mask only without a cache
         previous = use_per_example_attention(model)
-        packed = model(**collate(items, "packed", True, 0, 64)).loss.item()
+        packed = model(**batch).loss.item()  # per-example attention needs no such care
         restore_attention(model, previous)
     assert previous is not None
-    assert packed == pytest.approx(alone, rel=1e-5)
+    assert packed == pytest.approx(alone, rel=1e-5) and masked == pytest.approx(alone, rel=1e-5)

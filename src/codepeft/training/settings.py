@@ -38,9 +38,7 @@ class TrainSettings(BaseModel):
     packed_attention: Literal["per-example", "masked"] = Field(
         "per-example",
         description="packed batching: per-example computes attention within each example only (sum of L_i^2 scores); "
-        "masked is transformers' block-diagonal mask over the whole row (T^2 scores), for comparison only: it "
-        "keeps examples apart only where transformers recognises packed rows (Llama yes; GPT-2, Qwen2, Mistral, "
-        "Gemma, Phi3 not in transformers 5.23)",
+        "masked is transformers' block-diagonal mask over the whole row (T^2 scores)",
     )
     eval_every: int | None = Field(None, gt=0, description="optimizer steps between validations (default: 4 per epoch)")
     evals_per_epoch: int = Field(4, ge=1)
