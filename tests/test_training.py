@@ -387,3 +387,17 @@ def test_attention_pairs_are_counted(tiny_causal_dir, memo, tmp_path):
     costs = json.loads((tmp_path / "run" / "costs.json").read_text())
     assert costs["tokens_seen"] <= costs["attention_pairs"] <= costs["tokens_seen"] * 512
     assert result.costs["attention_pairs"] == costs["attention_pairs"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc/self/clear_refs")
+def test_peak_memory_is_measured_per_run():
+    """A run's peak RSS is its own: what the process used before (an earlier arm of a study) does not count."""
+    from codepeft.training.costs import peak_rss_bytes, reset_peak_memory
+
+    block = bytearray(400 << 20)
+    block[:: 1 << 12] = b"x" * len(block[:: 1 << 12])  # touch every page
+    before = peak_rss_bytes()
+    del block
+    assert reset_peak_memory()
+    after = peak_rss_bytes()
+    assert after < before - (300 << 20), (before, after)

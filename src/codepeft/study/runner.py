@@ -89,6 +89,7 @@ class PeakMemory:
         self.interval = interval
         self.peak_rss = 0
         self.peak_gpu: int | None = None
+        self._exact = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -102,21 +103,21 @@ class PeakMemory:
                 break
 
     def __enter__(self) -> PeakMemory:
-        try:
-            import torch
+        from codepeft.training.costs import reset_peak_memory
 
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-        except ImportError:
-            pass
+        self._exact = reset_peak_memory()  # the kernel's own peak from here on (Linux), besides the samples
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        from codepeft.training.costs import peak_rss_bytes
+
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self._exact:
+            self.peak_rss = max(self.peak_rss, peak_rss_bytes())
         try:
             import torch
 

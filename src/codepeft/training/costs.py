@@ -9,14 +9,43 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+def reset_peak_memory() -> bool:
+    """Start a new peak measurement: Linux resets the process's peak RSS (VmHWM) through ``clear_refs``,
+    so a run's peak is its own, not that of whatever the process did before. False where it cannot."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+    except ImportError:
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory since the last ``reset_peak_memory`` (Linux), else over the process's life."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB
+
+
 def peak_memory_bytes() -> dict[str, int | None]:
-    """Peak resident memory of this process, and the CUDA allocator's peak when a GPU is used."""
+    """Peak resident memory (see ``peak_rss_bytes``), and the CUDA allocator's peak when a GPU is used."""
     import torch
 
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss_bytes = rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
     gpu = int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
-    return {"peak_rss_bytes": int(rss_bytes), "peak_gpu_allocated_bytes": gpu}
+    return {"peak_rss_bytes": peak_rss_bytes(), "peak_gpu_allocated_bytes": gpu}
 
 
 def count_parameters(model: Any) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from typing import Any
 from codepeft.errors import CodepeftError
 from codepeft.training.adapters import save_adapter
 from codepeft.training.checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint, writing
-from codepeft.training.costs import CostMeter, count_parameters
+from codepeft.training.costs import CostMeter, count_parameters, reset_peak_memory
 from codepeft.training.data import (
     IGNORE,
     Tokenized,
@@ -220,6 +220,7 @@ def _train(run: _Run) -> TrainResult:
     accelerator.wait_for_everyone()
     set_seed(settings.seed)
 
+    reset_peak_memory()  # costs.json reports this run's peak, loading the model included
     loaded = load_model(run.model_spec, dtype=settings.dtype, quantization=method.quantization,
                         threads=settings.threads)
     data_dir = run.data_dir or default_data_dir()
