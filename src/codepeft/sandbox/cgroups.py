@@ -81,10 +81,6 @@ def _own_path(controller: str) -> str:
     raise OSError(f"not in a {controller or 'v2'} control group")
 
 
-def _write(path: Path, value: str) -> None:
-    path.write_text(value)
-
-
 @functools.cache
 def _warn_unavailable(reason: str) -> None:
     log.warning("sandbox: control groups unavailable (%s); CPU is shared per session, not per worker", reason)
@@ -115,9 +111,9 @@ def create_worker_group(processes: int | None, memory_bytes: int | None) -> Work
             group.directories.append(directory)
             controllers = set((directory / "cgroup.controllers").read_text().split())
             if "pids" in controllers and processes:
-                _write(directory / "pids.max", str(processes))
+                (directory / "pids.max").write_text(str(processes))
             if "memory" in controllers and memory_bytes:
-                _write(directory / "memory.max", str(memory_bytes))
+                (directory / "memory.max").write_text(str(memory_bytes))
             if "cpu" not in controllers:
                 raise OSError("the cpu controller is not delegated to codepeft's control group")
         else:  # v1: one hierarchy per controller
@@ -131,9 +127,9 @@ def create_worker_group(processes: int | None, memory_bytes: int | None) -> Work
                 directory.mkdir()
                 group.directories.append(directory)
                 if controller == "pids" and processes:
-                    _write(directory / "pids.max", str(processes))
+                    (directory / "pids.max").write_text(str(processes))
                 if controller == "memory" and memory_bytes:
-                    _write(directory / "memory.limit_in_bytes", str(memory_bytes))
+                    (directory / "memory.limit_in_bytes").write_text(str(memory_bytes))
     except OSError as err:
         group.close()
         _warn_unavailable(str(err))

@@ -57,8 +57,8 @@ class _Plan:
                 # causal attention never lets a real query see them, and their outputs are never read.
                 gather.extend(range(start, start + size))
                 gather.extend([start + size - 1] * (longest - size))
-                for offset in range(size):
-                    scatter[start + offset] = base + rank * longest + offset
+                slot = base + rank * longest
+                scatter[start : start + size] = range(slot, slot + size)
             self.groups.append((torch.tensor(gather, device=device), len(members), longest))
             base += len(members) * longest
         self.scatter = torch.tensor(scatter, device=device)  # token -> slot in the concatenated padded groups
@@ -174,7 +174,7 @@ def use_per_example_attention(model: Any) -> str | None:
     Returns the previous implementation to restore afterwards, or ``None`` when the model does not
     use transformers' attention interface (it then keeps its own masking of packed rows).
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base_model(model)
     if not getattr(base, "_supports_attention_backend", False):
         return None
     previous = base.config._attn_implementation
@@ -183,7 +183,10 @@ def use_per_example_attention(model: Any) -> str | None:
 
 
 def restore_attention(model: Any, previous: str | None) -> None:
-    if previous is None:
-        return
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base.set_attn_implementation(previous)
+    if previous is not None:
+        _base_model(model).set_attn_implementation(previous)
+
+
+def _base_model(model: Any) -> Any:
+    """The transformers model inside a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
