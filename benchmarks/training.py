@@ -5,10 +5,13 @@ LoRA on the CoNaLa training split with smollm2-135m, the same number of optimize
 - ``reference``: every example padded to 64 + 64 = 128 tokens, batch 8, the vocabulary logits of
   every position and peft's fp32 adapter compute (the reference study's way, transformers' defaults);
 - ``codepeft``: codepeft's default (examples of a batch packed into one row, no padding, attention
-  computed per example; LoRA computed in bf16 under autocast with fp32 master weights; adapter
-  dropout from cheap random bits; the output head only at target positions), batch 8;
-- ``masked-attention``, ``torch-dropout`` (optional): codepeft's default without one of its speed-ups
-  (transformers' block-diagonal mask over the whole packed row; peft's ``nn.Dropout``);
+  computed per example; LoRA computed in bf16 with fp32 master weights, each LoRA layer one fused
+  autograd function whose dropout draws only the dropped positions; the output head only at target
+  positions; freed memory kept by the allocator), batch 8;
+- ``unfused``, ``default-allocator``, ``masked-attention``, ``torch-dropout`` (optional): codepeft's
+  default without one of its speed-ups (peft's LoRA layers with the fast dropout mask; glibc's
+  default malloc; transformers' block-diagonal mask over the whole packed row; peft's layers with
+  ``nn.Dropout``);
 - ``packed-fp32`` (optional): packing alone, with the reference's fp32 adapters and full logits;
 - ``fixed-fast`` (optional): fixed padding with codepeft's compute settings.
 
@@ -40,12 +43,15 @@ import tempfile
 import time
 from pathlib import Path
 
-REFERENCE_COMPUTE = {"bf16_adapters": False, "target_logits": False, "fast_dropout": False}
+REFERENCE_COMPUTE = {"bf16_adapters": False, "target_logits": False, "fast_dropout": False, "fused_lora": False,
+                     "keep_freed_memory": False}
 ARMS = {
     "reference": {"batching": "fixed", "max_length": 128, **REFERENCE_COMPUTE},
     "codepeft": {},
+    "unfused": {"fused_lora": False},
+    "default-allocator": {"keep_freed_memory": False},
     "masked-attention": {"packed_attention": "masked"},
-    "torch-dropout": {"fast_dropout": False},
+    "torch-dropout": {"fast_dropout": False, "fused_lora": False},
     "packed-fp32": REFERENCE_COMPUTE,
     "fixed-fast": {"batching": "fixed", "max_length": 128},
     "dynamic": {"batching": "dynamic", "max_length": 128, **REFERENCE_COMPUTE},

@@ -11,7 +11,13 @@ from typing import Any
 
 def reset_peak_memory() -> bool:
     """Start a new peak measurement: Linux resets the process's peak RSS (VmHWM) through ``clear_refs``,
-    so a run's peak is its own, not that of whatever the process did before. False where it cannot."""
+    so a run's peak is its own, not that of whatever the process did before. False where it cannot.
+
+    Memory the allocator still holds free (``keep_freed_memory``) is handed back first, so it does
+    not count in the next peak."""
+    from codepeft.training.hardware import release_freed_memory
+
+    release_freed_memory()
     try:
         import torch
 

@@ -206,6 +206,8 @@ def _train(run: _Run) -> TrainResult:
     from codepeft.provenance import environment
     from codepeft.training.attention import restore_attention, use_per_example_attention
     from codepeft.training.dropout import use_fast_dropout
+    from codepeft.training.fused_lora import restore_lora, use_fused_lora
+    from codepeft.training.hardware import keep_freed_memory, release_freed_memory
 
     settings, method = run.settings, run.method
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -220,6 +222,8 @@ def _train(run: _Run) -> TrainResult:
     accelerator.wait_for_everyone()
     set_seed(settings.seed)
 
+    if settings.keep_freed_memory:
+        keep_freed_memory()
     reset_peak_memory()  # costs.json reports this run's peak, loading the model included
     loaded = load_model(run.model_spec, dtype=settings.dtype, quantization=method.quantization,
                         threads=settings.threads)
@@ -241,8 +245,18 @@ def _train(run: _Run) -> TrainResult:
     if batching == "packed" and not (causal and method.packs):
         batching = "grouped"  # virtual tokens / encoder-decoder: one sequence per row
     model = method.wrap(loaded, run.params)
+    # Full fine-tuning keeps fp32 master weights and computes in bf16 where the base would have been
+    # bf16. peft keeps adapter weights in fp32 and casts every adapted layer's input to fp32 and back;
+    # for LoRA those casts cost more than the adapter itself on CPU, so (bf16_adapters) the adapters
+    # compute in bf16 under autocast, their fp32 weights staying the optimizer's master copy.
+    base_bf16 = str(loaded.identity.get("dtype")) == "bfloat16"
+    bf16_adapters = settings.bf16_adapters and base_bf16 and method.bf16_compute
+    autocast_bf16 = (method.name == "full" and base_bf16) or bf16_adapters
     if settings.fast_dropout:
         use_fast_dropout(model)
+    # fused layers compute the adapter in the base's dtype: what peft does for an fp32 base, and bf16_adapters asks
+    same_dtype = bf16_adapters or str(loaded.identity.get("dtype")) == "float32"
+    fused_layers = use_fused_lora(model) if settings.fused_lora and same_dtype else []
     attention_before = None
     if batching == "packed" and settings.packed_attention == "per-example":
         attention_before = use_per_example_attention(model)
@@ -266,13 +280,6 @@ def _train(run: _Run) -> TrainResult:
                               num_training_steps=total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
-    # Full fine-tuning keeps fp32 master weights and computes in bf16 where the base would have been
-    # bf16. peft keeps adapter weights in fp32 and casts every adapted layer's input to fp32 and back;
-    # for LoRA those casts cost more than the adapter itself on CPU, so (bf16_adapters) the adapters
-    # compute in bf16 under autocast, their fp32 weights staying the optimizer's master copy.
-    base_bf16 = str(loaded.identity.get("dtype")) == "bfloat16"
-    bf16_adapters = settings.bf16_adapters and base_bf16 and method.bf16_compute
-    autocast_bf16 = (method.name == "full" and base_bf16) or bf16_adapters
     # Only target positions need vocabulary logits; virtual-token methods shift positions, so they keep the full path.
     target_logits = settings.target_logits and causal and method.packs and _accepts_logits_mask(unwrapped)
 
@@ -419,6 +426,9 @@ def _train(run: _Run) -> TrainResult:
             accelerator.wait_for_everyone()
 
     restore_attention(unwrapped, attention_before)
+    restore_lora(fused_layers)
+    if settings.keep_freed_memory:
+        release_freed_memory()
     costs = meter.summary(world)
     if main:
         from codepeft.generation.records import write_json

@@ -65,10 +65,21 @@ class TrainSettings(BaseModel):
         description="adapter dropout from cheap random bits (probability rounded to 1/65536) instead of nn.Dropout's "
         "per-element Bernoulli draws",
     )
+    fused_lora: bool = Field(
+        True,
+        description="plain LoRA layers computing in the base's dtype run base product, adapter and dropout as one "
+        "autograd function (scalings folded into the adapter matrices, dropout drawn as dropped positions with "
+        "exactly probability p); DoRA, quantized bases and fp32 adapters on a bf16 base keep peft's forward",
+    )
     target_logits: bool = Field(
         True,
         description="causal models: project only the positions the loss covers through the output head "
         "(prompt and padding positions need no vocabulary logits); the loss is unchanged",
+    )
+    keep_freed_memory: bool = Field(
+        True,
+        description="glibc: keep freed memory in the process for reuse (no fresh mmap and page faults per "
+        "activation every step); process-wide, the peak memory is unchanged",
     )
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept for resuming")
     log_every: int = Field(10, ge=1)

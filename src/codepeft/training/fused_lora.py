@@ -1,0 +1,148 @@
+"""LoRA layers for training as one autograd function: base product, adapter dropout and adapter together.
+
+peft computes a LoRA layer as ``base(x) + lora_B(lora_A(dropout(x))) * scaling``: a dense dropout
+mask, then several elementwise passes over activations (drop, rescale, scale the adapter output,
+add it) in both directions, for each of the ~200 adapted layers of a small model. ``fused_lora``
+computes the same function with the scalings folded into the two small adapter matrices, the
+adapter output accumulated into the base product (``addmm``) and, in the backward, the base's
+input gradient accumulated onto the adapter's.
+
+Dropout draws the *positions* of the dropped elements instead of a mask: the gaps between dropped
+elements of an i.i.d. Bernoulli(p) sequence are geometric, so exponential draws (scaled by
+``1 / -log(1 - p)``, floored) give them at about ``p`` random numbers per element; each element is
+dropped independently with exactly probability ``p``. The draws are seeded from torch's generator,
+so seeds, checkpoints and gradient checkpointing (which replays torch's RNG state) reproduce them.
+
+Used for training (``TrainSettings.fused_lora``) on plain LoRA layers whose adapter computes in the
+base weight's dtype; DoRA and other variants, quantized bases and anything else keep peft's forward.
+"""
+
+from __future__ import annotations
+
+import math
+from types import MethodType
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def drop_positions(count: int, p: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Sorted flat indices of the elements dropped among ``count``, each one independently with probability ``p``."""
+    if not 0 < p < 1:
+        raise ValueError(f"dropout probability must be in (0, 1), got {p}")
+    import numpy as np
+
+    seed = int(torch.randint(0, 2**63 - 1, (1,)))
+    generator = np.random.Generator(np.random.SFC64(seed))
+    per_unit = 1 / -math.log1p(-p)  # floor(E / -log(1 - p)) is geometric with success probability p
+    expected = count * p
+    chunk = int(expected + 8 * math.sqrt(expected) + 16)
+    chunks, last = [], -1
+    while last < count - 1:
+        gaps = generator.standard_exponential(chunk)
+        gaps *= per_unit
+        positions = np.cumsum(gaps.astype(np.int64) + 1) + last
+        chunks.append(positions)
+        last = int(positions[-1])
+    positions = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    return torch.from_numpy(positions[: np.searchsorted(positions, count)]).to(device)
+
+
+class LoraLinearFunction(torch.autograd.Function):
+    """``x W^T + bias + scaling * dropout(x) A^T B^T`` with dropout given as dropped positions (or none).
+
+    ``weight``/``bias`` are the frozen base layer's; ``lora_a`` (r x in) and ``lora_b`` (out x r) the
+    adapter's trainable weights, whose gradients are returned in their own dtype. Everything is
+    computed in ``weight``'s dtype.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lora_a: torch.Tensor,
+                lora_b: torch.Tensor, scaling: float, dropped: torch.Tensor | None, keep_scale: float) -> torch.Tensor:
+        shape = x.shape
+        rows = x.reshape(-1, shape[-1])
+        dtype = weight.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            a = (lora_a * keep_scale).to(dtype)  # dropout's 1 / (1 - p), folded into r x in numbers
+            b = (lora_b * scaling).to(dtype)
+            out = F.linear(rows, weight, bias)
+            kept = rows
+            if dropped is not None:
+                kept = rows.clone()
+                kept.view(-1).index_fill_(0, dropped, 0)
+            low = torch.mm(kept, a.t())
+            out.addmm_(low, b.t())
+        ctx.save_for_backward(weight, kept, low, a, b, dropped)
+        ctx.scales = (scaling, keep_scale)
+        ctx.param_dtypes = (lora_a.dtype, lora_b.dtype)
+        ctx.input_shape = shape
+        return out.view(*shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        weight, kept, low, a, b, dropped = ctx.saved_tensors
+        scaling, keep_scale = ctx.scales
+        grad_rows = grad.reshape(-1, grad.shape[-1]).to(weight.dtype)
+        grad_low = torch.mm(grad_rows, b)
+        grad_x = torch.mm(grad_low, a)
+        if dropped is not None:
+            grad_x.view(-1).index_fill_(0, dropped, 0)
+        grad_x.addmm_(grad_rows, weight)  # the base layer's input gradient, accumulated in place
+        grad_a = torch.mm(grad_low.t(), kept).to(ctx.param_dtypes[0]).mul_(keep_scale)
+        grad_b = torch.mm(grad_rows.t(), low).to(ctx.param_dtypes[1]).mul_(scaling)
+        return grad_x.view(ctx.input_shape), None, None, grad_a, grad_b, None, None, None
+
+
+def _dropout_probability(module: torch.nn.Module) -> float | None:
+    """The drop probability of an adapter's dropout module, None if it is not a plain dropout."""
+    from codepeft.training.dropout import FastDropout
+
+    if isinstance(module, torch.nn.Identity):
+        return 0.0
+    if isinstance(module, torch.nn.Dropout | FastDropout):
+        return float(module.p)
+    return None
+
+
+def _fusable(layer: torch.nn.Module) -> bool:
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    if not isinstance(layer, LoraLinear) or layer.merged or layer.fan_in_fan_out:
+        return False
+    adapters = [name for name in layer.active_adapters if name in layer.lora_A]
+    if len(adapters) != 1 or adapters[0] in layer.lora_variant:  # DoRA and other variants keep peft's forward
+        return False
+    name = adapters[0]
+    base = layer.base_layer
+    return (type(base) is torch.nn.Linear and not base.weight.requires_grad
+            and layer.lora_A[name].bias is None and layer.lora_B[name].bias is None
+            and _dropout_probability(layer.lora_dropout[name]) is not None)
+
+
+def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    names = [name for name in self.active_adapters if name in self.lora_A]
+    base = self.base_layer
+    if args or kwargs or self.disable_adapters or self.merged or len(names) != 1 or x.dtype != base.weight.dtype:
+        return type(self).forward(self, x, *args, **kwargs)
+    name = names[0]
+    p = _dropout_probability(self.lora_dropout[name]) or 0.0
+    dropped, keep_scale = None, 1.0
+    if self.training and p > 0:
+        dropped, keep_scale = drop_positions(x.numel(), p, x.device), 1 / (1 - p)
+    return LoraLinearFunction.apply(x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
+                                    float(self.scaling[name]), dropped, keep_scale)
+
+
+def use_fused_lora(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Give every plain LoRA layer of ``model`` the fused forward; returns those layers (for ``restore_lora``)."""
+    layers = [module for module in model.modules() if _fusable(module)]
+    for layer in layers:
+        layer.forward = MethodType(_fused_forward, layer)
+    return layers
+
+
+def restore_lora(layers: list[torch.nn.Module]) -> None:
+    """Put peft's own forward back on the layers ``use_fused_lora`` changed."""
+    for layer in layers:
+        layer.__dict__.pop("forward", None)
