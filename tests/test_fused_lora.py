@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from codepeft.training import TrainSettings, train
-from codepeft.training.fused_lora import LoraLinearFunction, drop_positions, restore_lora, use_fused_lora
+from codepeft.training.fused_lora import (
+    PACKED,
+    LoraLinearFunction,
+    drop_positions,
+    pack_weight,
+    restore_lora,
+    use_fused_lora,
+)
 from test_methods import write_memorisable
 
 
@@ -43,17 +50,22 @@ def test_drop_positions_rejects_a_bad_probability():
 
 @pytest.mark.parametrize("with_dropout", [False, True])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_lora_function_matches_the_unfused_formula(with_dropout, with_bias):
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lora_function_matches_the_unfused_formula(with_dropout, with_bias, packed, dtype):
     """Output and every gradient equal x W^T + b + s * dropout(x) A^T B^T, computed unfused in float64."""
     torch.manual_seed(0)
-    x = torch.randn(2, 19, 24, requires_grad=True)
-    weight, bias = torch.randn(20, 24), (torch.randn(20) if with_bias else None)
+    x = torch.randn(2, 19, 24, dtype=dtype, requires_grad=True)
+    weight, bias = torch.randn(20, 24, dtype=dtype), (torch.randn(20, dtype=dtype) if with_bias else None)
+    packed_weight = pack_weight(weight) if packed else None
+    if packed and packed_weight is None:
+        pytest.skip("this torch has no oneDNN weight packing")
     lora_a = torch.randn(4, 24, requires_grad=True)
     lora_b = torch.randn(20, 4, requires_grad=True)
     p, scaling = 0.3, 2.0
     dropped = drop_positions(x.numel(), p) if with_dropout else None
     keep_scale = 1 / (1 - p) if with_dropout else 1.0
-    out = LoraLinearFunction.apply(x, weight, bias, lora_a, lora_b, scaling, dropped, keep_scale)
+    out = LoraLinearFunction.apply(x, weight, bias, lora_a, lora_b, scaling, dropped, keep_scale, packed_weight)
     grad = torch.randn_like(out)
     out.backward(grad)
 
@@ -65,10 +77,17 @@ def test_lora_function_matches_the_unfused_formula(with_dropout, with_bias):
     if bias is not None:
         want = want + bias.double()
     want.backward(grad.double())
-    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+    def close(got, ref):  # float32: exact up to rounding; bfloat16: relative to the tensor's size (8-bit mantissa)
+        if dtype == torch.float32:
+            torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
+        else:
+            assert float((got.double() - ref).norm() / ref.norm()) < 2e-2
+
+    assert out.dtype == dtype and x.grad.dtype == dtype
+    close(out, want)
     for got, ref in ((x.grad, x64.grad), (lora_a.grad, a64.grad), (lora_b.grad, b64.grad)):
-        assert got.dtype == torch.float32
-        torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
+        close(got, ref)
+    assert lora_a.grad.dtype == lora_b.grad.dtype == torch.float32
 
 
 def _wrapped(tiny_causal_dir, method="lora"):
@@ -104,9 +123,10 @@ def test_fused_layers_give_peft_s_loss_and_gradients(tiny_causal_dir, memo):
     peft_loss, peft_grads = loss_and_grads()
     layers = use_fused_lora(model)
     assert len(layers) == sum(isinstance(m, LoraLinear) for m in model.modules()) > 0
+    assert all(PACKED in layer.__dict__ for layer in layers) == torch.backends.mkldnn.is_available()
     fused_loss, fused_grads = loss_and_grads()
     restore_lora(layers)
-    assert all("forward" not in layer.__dict__ for layer in layers)
+    assert all("forward" not in layer.__dict__ and PACKED not in layer.__dict__ for layer in layers)
     assert fused_loss == pytest.approx(peft_loss, rel=1e-5)
     for got, want in zip(fused_grads, peft_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

@@ -13,6 +13,12 @@ elements of an i.i.d. Bernoulli(p) sequence are geometric, so exponential draws 
 dropped independently with exactly probability ``p``. The draws are seeded from torch's generator,
 so seeds, checkpoints and gradient checkpointing (which replays torch's RNG state) reproduce them.
 
+On CPU the frozen base weight is also reordered once, for the forward and for the input gradient,
+into oneDNN's blocked layout (the prepacking torch's inductor does for inference), so its two large
+products per layer and step skip the reorder oneDNN otherwise does on every call: 13% faster on
+their own (``[618, 576] x [576, 1536]`` in bf16), at the cost of two packed copies of the base
+weights while training.
+
 Used for training (``TrainSettings.fused_lora``) on plain LoRA layers whose adapter computes in the
 base weight's dtype; DoRA and other variants, quantized bases and anything else keep peft's forward.
 """
@@ -49,24 +55,45 @@ def drop_positions(count: int, p: float, device: torch.device | str = "cpu") -> 
     return torch.from_numpy(positions[: np.searchsorted(positions, count)]).to(device)
 
 
+def pack_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """oneDNN-packed copies of a frozen CPU weight (out x in) and of its transpose, or None where unavailable."""
+    mkldnn = torch.ops.mkldnn
+    if (weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16)
+            or not torch.backends.mkldnn.is_available() or not hasattr(mkldnn, "_reorder_linear_weight")):
+        return None
+    try:
+        frozen = weight.detach()
+        return mkldnn._reorder_linear_weight(frozen), mkldnn._reorder_linear_weight(frozen.t().contiguous())
+    except RuntimeError:  # a build of torch without these kernels
+        return None
+
+
+def _linear(rows: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor | None,
+            bias: torch.Tensor | None = None) -> torch.Tensor:
+    if packed is None:
+        return F.linear(rows, weight, bias)
+    return torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "")
+
+
 class LoraLinearFunction(torch.autograd.Function):
     """``x W^T + bias + scaling * dropout(x) A^T B^T`` with dropout given as dropped positions (or none).
 
-    ``weight``/``bias`` are the frozen base layer's; ``lora_a`` (r x in) and ``lora_b`` (out x r) the
-    adapter's trainable weights, whose gradients are returned in their own dtype. Everything is
-    computed in ``weight``'s dtype.
+    ``weight``/``bias`` are the frozen base layer's (``packed``: ``pack_weight(weight)`` or None);
+    ``lora_a`` (r x in) and ``lora_b`` (out x r) the adapter's trainable weights, whose gradients are
+    returned in their own dtype. Everything is computed in ``weight``'s dtype.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lora_a: torch.Tensor,
-                lora_b: torch.Tensor, scaling: float, dropped: torch.Tensor | None, keep_scale: float) -> torch.Tensor:
+                lora_b: torch.Tensor, scaling: float, dropped: torch.Tensor | None, keep_scale: float,
+                packed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, shape[-1])
         dtype = weight.dtype
         with torch.autocast(x.device.type, enabled=False):
             a = (lora_a * keep_scale).to(dtype)  # dropout's 1 / (1 - p), folded into r x in numbers
             b = (lora_b * scaling).to(dtype)
-            out = F.linear(rows, weight, bias)
+            out = _linear(rows, weight, packed and packed[0], bias)
             kept = rows
             if dropped is not None:
                 kept = rows.clone()
@@ -74,6 +101,7 @@ class LoraLinearFunction(torch.autograd.Function):
             low = torch.mm(kept, a.t())
             out.addmm_(low, b.t())
         ctx.save_for_backward(weight, kept, low, a, b, dropped)
+        ctx.packed_transpose = packed and packed[1]  # a frozen constant, not part of the graph
         ctx.scales = (scaling, keep_scale)
         ctx.param_dtypes = (lora_a.dtype, lora_b.dtype)
         ctx.input_shape = shape
@@ -88,10 +116,13 @@ class LoraLinearFunction(torch.autograd.Function):
         grad_x = torch.mm(grad_low, a)
         if dropped is not None:
             grad_x.view(-1).index_fill_(0, dropped, 0)
-        grad_x.addmm_(grad_rows, weight)  # the base layer's input gradient, accumulated in place
+        if ctx.packed_transpose is None:
+            grad_x.addmm_(grad_rows, weight)  # the base layer's input gradient, accumulated in place
+        else:
+            grad_x = torch.ops.mkldnn._linear_pointwise.binary(grad_rows, grad_x, ctx.packed_transpose, None, "add")
         grad_a = torch.mm(grad_low.t(), kept).to(ctx.param_dtypes[0]).mul_(keep_scale)
         grad_b = torch.mm(grad_rows.t(), low).to(ctx.param_dtypes[1]).mul_(scaling)
-        return grad_x.view(ctx.input_shape), None, None, grad_a, grad_b, None, None, None
+        return grad_x.view(ctx.input_shape), None, None, grad_a, grad_b, None, None, None, None
 
 
 def _dropout_probability(module: torch.nn.Module) -> float | None:
@@ -131,18 +162,25 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
     if self.training and p > 0:
         dropped, keep_scale = drop_positions(x.numel(), p, x.device), 1 / (1 - p)
     return LoraLinearFunction.apply(x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
-                                    float(self.scaling[name]), dropped, keep_scale)
+                                    float(self.scaling[name]), dropped, keep_scale, self.__dict__.get(PACKED))
 
 
-def use_fused_lora(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """Give every plain LoRA layer of ``model`` the fused forward; returns those layers (for ``restore_lora``)."""
+PACKED = "_codepeft_packed_weight"
+
+
+def use_fused_lora(model: torch.nn.Module, pack: bool = True) -> list[torch.nn.Module]:
+    """Give every plain LoRA layer of ``model`` the fused forward (``pack``: with its base weight prepacked on
+    CPU); returns those layers, for ``restore_lora``."""
     layers = [module for module in model.modules() if _fusable(module)]
     for layer in layers:
         layer.forward = MethodType(_fused_forward, layer)
+        if pack and (packed := pack_weight(layer.base_layer.weight)) is not None:
+            layer.__dict__[PACKED] = packed
     return layers
 
 
 def restore_lora(layers: list[torch.nn.Module]) -> None:
-    """Put peft's own forward back on the layers ``use_fused_lora`` changed."""
+    """Put peft's own forward back on the layers ``use_fused_lora`` changed, dropping the packed weights."""
     for layer in layers:
         layer.__dict__.pop("forward", None)
+        layer.__dict__.pop(PACKED, None)
