@@ -29,6 +29,11 @@ causal (query, key) pair inside an example (attention scores and values, forward
 P the parameters used in matrix multiplies, H the output head's, T the trainable ones, d the
 attention width and L the layers.
 
+The first ``--warmup`` steps of a run are slower (first matrix shapes, the heap growing, optimizer
+state): ``steady`` columns leave them out, for every arm alike. ``--seeds 0,1,2`` runs each arm once
+per seed (different data order, dropout and initialisation) and reports the paired differences of
+the common validation loss next to the reference's own spread over seeds.
+
     .venv/bin/python benchmarks/training.py --steps 30
 """
 
@@ -102,10 +107,11 @@ def step_flops(run: dict, shape: dict[str, int]) -> float:
             + run["attention_pairs"] * 12 * shape["attention_width"] * shape["layers"])
 
 
-def run_arm(name: str, args: argparse.Namespace, out: Path) -> dict:
-    """Train one arm in a child process; return its costs.json plus the final validation loss."""
+def run_arm(name: str, args: argparse.Namespace, out: Path, seed: int) -> dict:
+    """Train one arm in a child process; return its costs.json, the final validation losses and its
+    throughput after ``args.warmup`` steps (from the per-step log)."""
     settings = {"max_steps": args.steps, "batch_size": 8, "eval_every": args.steps, "val_limit": args.val_limit,
-                "seed": args.seed, "train_limit": args.train_limit, "force": True, **ARMS[name]}
+                "seed": seed, "train_limit": args.train_limit, "force": True, "log_every": 1, **ARMS[name]}
     code = (
         "import json,sys; from codepeft.training import train, TrainSettings; "
         f"sys.path.insert(0, {str(Path(__file__).parent)!r}); from training import common_val_loss; "
@@ -120,8 +126,12 @@ def run_arm(name: str, args: argparse.Namespace, out: Path) -> dict:
         raise SystemExit(f"arm {name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[7:])
     costs = json.loads((out / "costs.json").read_text())
+    steps = {r["step"]: r for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "tokens" in r}
+    first, last = steps[args.warmup], steps[args.steps]
+    steady = (last["tokens"] - first["tokens"]) / (last["seconds"] - first["seconds"])
     return {**costs, "val_loss": result["val"], "initial_val_loss": result["initial"],
-            "common_val_loss": result["common"]}
+            "common_val_loss": result["common"], "steady_tokens_per_second": steady,
+            "steady_share": (last["tokens"] - first["tokens"]) / costs["tokens_seen"], "seed": seed}
 
 
 def common_val_loss(model: object, model_spec: str, limit: int | None) -> float:
@@ -156,8 +166,13 @@ def main() -> None:
     parser.add_argument("--arms", default="reference,codepeft", help=f"comma list of {', '.join(ARMS)}")
     parser.add_argument("--val-limit", type=int, default=100)
     parser.add_argument("--train-limit", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma list: every repeat runs each arm once per seed")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="steps left out of the steady-state throughput (first shapes, heap growth)")
     args = parser.parse_args()
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    if not 1 <= args.warmup < args.steps:
+        raise SystemExit(f"--warmup must be between 1 and --steps - 1 (got {args.warmup})")
 
     import torch
 
@@ -169,30 +184,39 @@ def main() -> None:
     runs: dict[str, list[dict]] = {a: [] for a in arms}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            for arm in arms:
-                runs[arm].append(run_arm(arm, args, Path(tmp) / f"{arm}-{repeat}"))
-                print(f"# {arm} run {repeat + 1}: {runs[arm][-1]['tokens_per_second']} real tokens/s", flush=True)
-        shape = model_shape(Path(tmp) / f"{arms[0]}-0" / "adapter")
+            for seed in seeds:
+                for arm in arms:
+                    runs[arm].append(run_arm(arm, args, Path(tmp) / f"{arm}-{repeat}-{seed}", seed))
+                    print(f"# {arm} run {repeat + 1} seed {seed}: {runs[arm][-1]['tokens_per_second']} real tokens/s, "
+                          f"steady {runs[arm][-1]['steady_tokens_per_second']:.1f}, "
+                          f"common val {runs[arm][-1]['common_val_loss']:.4f}", flush=True)
+        shape = model_shape(Path(tmp) / f"{arms[0]}-0-{seeds[0]}" / "adapter")
     peak_after = matmul_peak_flops()
 
     def median(arm: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[arm])
 
     baseline = median(arms[0], "tokens_per_second")
+    steady_baseline = median(arms[0], "steady_tokens_per_second")
     print(f"\nbf16 matmul peak ({threads} threads): {peak / 1e9:.1f} GFLOP/s before, {peak_after / 1e9:.1f} after; "
-          f"{args.steps} steps x batch 8 per arm, {args.repeats} run(s) each, torch {torch.__version__}")
-    header = f"{'arm':<16} {'real tok/s':>10} {'ratio':>6} {'pad %':>6} {'val loss':>9} {'init val':>9} " \
-             f"{'common val':>10} {'peak RSS':>9} {'MFU':>6} {'train s':>8}"
+          f"{args.steps} steps x batch 8 per arm, {args.repeats} repeat(s) x seeds {args.seeds}, "
+          f"torch {torch.__version__}")
+    header = f"{'arm':<16} {'real tok/s':>10} {'ratio':>6} {'steady':>7} {'ratio':>6} {'pad %':>6} {'val loss':>9} " \
+             f"{'common val':>10} {'peak RSS':>9} {'MFU':>6} {'steady':>7} {'train s':>8}"
     print(header)
     print("-" * len(header))
     best_peak = max(peak, peak_after)
     for arm in arms:
-        tps = median(arm, "tokens_per_second")
+        tps, steady = median(arm, "tokens_per_second"), median(arm, "steady_tokens_per_second")
         mfu = statistics.median(step_flops(r, shape) / r["train_seconds"] for r in runs[arm]) / best_peak
-        print(f"{arm:<16} {tps:>10.1f} {tps / baseline:>6.2f} {100 * median(arm, 'padding_fraction'):>6.1f} "
-              f"{median(arm, 'val_loss'):>9.4f} {median(arm, 'initial_val_loss'):>9.4f} "
+        # steady MFU: the same FLOPs per real token, at the steady-state rate
+        steady_mfu = statistics.median(step_flops(r, shape) / r["tokens_seen"] * r["steady_tokens_per_second"]
+                                       for r in runs[arm]) / best_peak
+        print(f"{arm:<16} {tps:>10.1f} {tps / baseline:>6.2f} {steady:>7.1f} {steady / steady_baseline:>6.2f} "
+              f"{100 * median(arm, 'padding_fraction'):>6.1f} {median(arm, 'val_loss'):>9.4f} "
               f"{median(arm, 'common_val_loss'):>10.4f} "
-              f"{median(arm, 'peak_rss_bytes') / 2**30:>8.2f}G {100 * mfu:>5.1f}% {median(arm, 'train_seconds'):>8.1f}")
+              f"{median(arm, 'peak_rss_bytes') / 2**30:>8.2f}G {100 * mfu:>5.1f}% {100 * steady_mfu:>6.1f}% "
+              f"{median(arm, 'train_seconds'):>8.1f}")
     print(f"\nMFU: FLOPs needed for the real tokens ({shape['matmul'] / 1e6:.1f}M matmul params, head "
           f"{shape['head'] / 1e6:.1f}M, attention {shape['attention_width']} x {shape['layers']} layers) / seconds / "
           "best bf16 peak")
@@ -200,6 +224,14 @@ def main() -> None:
         f"{arm}=" + ",".join(f"{r['tokens_per_second'] / b['tokens_per_second']:.2f}"
                              for r, b in zip(runs[arm], runs[arms[0]], strict=True)) for arm in arms[1:]))
     print("tokens seen per arm: " + ", ".join(f"{a}={runs[a][0]['tokens_seen']}" for a in arms))
+    print(f"steady: real tokens/s and MFU after the first {args.warmup} steps (the per-step log of each run)")
+    if len(seeds) > 1:
+        for arm in arms[1:]:  # paired by seed: same examples, same order, same initialisation
+            diffs = [r["common_val_loss"] - b["common_val_loss"] for r, b in zip(runs[arm], runs[arms[0]], strict=True)]
+            spread = statistics.stdev(b["common_val_loss"] for b in runs[arms[0]])
+            print(f"common val {arm} - {arms[0]} per run: " + ", ".join(f"{d:+.4f}" for d in diffs)
+                  + f"; mean {statistics.mean(diffs):+.4f} (sd {statistics.stdev(diffs):.4f}); "
+                  f"{arms[0]}'s own spread over seeds: sd {spread:.4f}")
 
 
 if __name__ == "__main__":
