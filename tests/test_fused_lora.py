@@ -164,3 +164,18 @@ def test_gradient_checkpointing_replays_the_same_dropout(tiny_causal_dir, memo, 
                        TrainSettings(**settings, gradient_checkpointing=checkpointing))
         runs[checkpointing] = [loss for _, loss in result.val_losses]
     assert runs[True] == pytest.approx(runs[False], rel=1e-5)
+
+
+def test_autocast_to_another_dtype_falls_back_to_peft(tiny_causal_dir, monkeypatch):
+    """An fp32 model under bf16 autocast: the fused function would mix dtypes, so peft's forward runs."""
+    calls = []
+    apply = LoraLinearFunction.apply
+    monkeypatch.setattr(LoraLinearFunction, "apply", lambda *args: calls.append(1) or apply(*args))
+    _, model = _wrapped(tiny_causal_dir)
+    layers = use_fused_lora(model)
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids=ids, labels=ids).loss.backward()
+    assert not calls
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert len(calls) == len(layers)

@@ -80,7 +80,8 @@ class LoraLinearFunction(torch.autograd.Function):
 
     ``weight``/``bias`` are the frozen base layer's (``packed``: ``pack_weight(weight)`` or None);
     ``lora_a`` (r x in) and ``lora_b`` (out x r) the adapter's trainable weights, whose gradients are
-    returned in their own dtype. Everything is computed in ``weight``'s dtype.
+    returned in their own dtype. Everything is computed in ``weight``'s dtype; under autocast to another
+    dtype the layers' forward falls back to peft's.
     """
 
     @staticmethod
@@ -90,19 +91,19 @@ class LoraLinearFunction(torch.autograd.Function):
         shape = x.shape
         rows = x.reshape(-1, shape[-1])
         dtype = weight.dtype
-        with torch.autocast(x.device.type, enabled=False):
-            a = (lora_a * keep_scale).to(dtype)  # dropout's 1 / (1 - p), folded into r x in numbers
-            b = (lora_b * scaling).to(dtype)
-            out = _linear(rows, weight, packed and packed[0], bias)
-            kept = rows
-            if dropped is not None:
-                kept = rows.clone()
-                kept.view(-1).index_fill_(0, dropped, 0)
-            low = torch.mm(kept, a.t())
-            out.addmm_(low, b.t())
+        factor = scaling * keep_scale  # the adapter's scaling and dropout's 1 / (1 - p), folded into out x r numbers
+        a = lora_a.to(dtype)
+        b = (lora_b * factor).to(dtype)
+        out = _linear(rows, weight, packed and packed[0], bias)
+        kept = rows
+        if dropped is not None:
+            kept = rows.clone()
+            kept.view(-1).index_fill_(0, dropped, 0)
+        low = torch.mm(kept, a.t())
+        out.addmm_(low, b.t())
         ctx.save_for_backward(weight, kept, low, a, b, dropped)
         ctx.packed_transpose = packed and packed[1]  # a frozen constant, not part of the graph
-        ctx.scales = (scaling, keep_scale)
+        ctx.factor = factor
         ctx.param_dtypes = (lora_a.dtype, lora_b.dtype)
         ctx.input_shape = shape
         return out.view(*shape[:-1], out.shape[-1])
@@ -110,7 +111,6 @@ class LoraLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         weight, kept, low, a, b, dropped = ctx.saved_tensors
-        scaling, keep_scale = ctx.scales
         grad_rows = grad.reshape(-1, grad.shape[-1]).to(weight.dtype)
         grad_low = torch.mm(grad_rows, b)
         grad_x = torch.mm(grad_low, a)
@@ -120,8 +120,8 @@ class LoraLinearFunction(torch.autograd.Function):
             grad_x.addmm_(grad_rows, weight)  # the base layer's input gradient, accumulated in place
         else:
             grad_x = torch.ops.mkldnn._linear_pointwise.binary(grad_rows, grad_x, ctx.packed_transpose, None, "add")
-        grad_a = torch.mm(grad_low.t(), kept).to(ctx.param_dtypes[0]).mul_(keep_scale)
-        grad_b = torch.mm(grad_rows.t(), low).to(ctx.param_dtypes[1]).mul_(scaling)
+        grad_a = torch.mm(grad_low.t(), kept).to(ctx.param_dtypes[0])  # grad_low carries the factor already
+        grad_b = torch.mm(grad_rows.t(), low).to(ctx.param_dtypes[1]).mul_(ctx.factor)
         return grad_x.view(ctx.input_shape), None, None, grad_a, grad_b, None, None, None, None
 
 
@@ -154,7 +154,10 @@ def _fusable(layer: torch.nn.Module) -> bool:
 def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     names = [name for name in self.active_adapters if name in self.lora_A]
     base = self.base_layer
-    if args or kwargs or self.disable_adapters or self.merged or len(names) != 1 or x.dtype != base.weight.dtype:
+    device = x.device.type
+    other_autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) != base.weight.dtype
+    if (args or kwargs or self.disable_adapters or self.merged or len(names) != 1 or x.dtype != base.weight.dtype
+            or other_autocast):
         return type(self).forward(self, x, *args, **kwargs)
     name = names[0]
     p = _dropout_probability(self.lora_dropout[name]) or 0.0
