@@ -185,7 +185,7 @@ from codepeft.training.hardware import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
 torch.empty(16 << 20).fill_(1)  # 64 MiB: above glibc's largest dynamic mmap threshold (32 MiB)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(20):
+for _ in range(40):
     torch.empty(16 << 20).fill_(1)
 print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -205,5 +205,6 @@ def test_keep_freed_memory_stops_page_faults_on_reused_blocks():
         if mode == "keep":
             assert out[0] == "True"
     pages_per_cycle = (64 << 20) // 4096
-    assert faults["default"] > 15 * pages_per_cycle  # every cycle maps fresh pages
-    assert faults["keep"] < 4 * pages_per_cycle  # the heap grows once, then its block is reused
+    assert faults["default"] > 30 * pages_per_cycle  # every cycle maps fresh pages
+    # the heap grows once (by up to its 256 MiB top pad, depending on where the block lands), then is reused
+    assert faults["keep"] < 8 * pages_per_cycle

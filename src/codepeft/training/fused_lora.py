@@ -3,7 +3,7 @@
 peft computes a LoRA layer as ``base(x) + lora_B(lora_A(dropout(x))) * scaling``: a dense dropout
 mask, then several elementwise passes over activations (drop, rescale, scale the adapter output,
 add it) in both directions, for each of the ~200 adapted layers of a small model. ``fused_lora``
-computes the same function with the scalings folded into the two small adapter matrices, the
+computes the same function with the scalings folded into the small up-projection matrix, the
 adapter output accumulated into the base product (``addmm``) and, in the backward, the base's
 input gradient accumulated onto the adapter's.
 
@@ -31,6 +31,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+#: where a fused layer keeps its prepacked base weights (an instance attribute, not a parameter or buffer)
+PACKED = "_codepeft_packed_weight"
 
 
 def drop_positions(count: int, p: float, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -168,16 +171,13 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
                                     float(self.scaling[name]), dropped, keep_scale, self.__dict__.get(PACKED))
 
 
-PACKED = "_codepeft_packed_weight"
-
-
-def use_fused_lora(model: torch.nn.Module, pack: bool = True) -> list[torch.nn.Module]:
-    """Give every plain LoRA layer of ``model`` the fused forward (``pack``: with its base weight prepacked on
-    CPU); returns those layers, for ``restore_lora``."""
+def use_fused_lora(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Give every plain LoRA layer of ``model`` the fused forward (its base weight prepacked where
+    ``pack_weight`` can); returns those layers, for ``restore_lora``."""
     layers = [module for module in model.modules() if _fusable(module)]
     for layer in layers:
         layer.forward = MethodType(_fused_forward, layer)
-        if pack and (packed := pack_weight(layer.base_layer.weight)) is not None:
+        if (packed := pack_weight(layer.base_layer.weight)) is not None:
             layer.__dict__[PACKED] = packed
     return layers
 

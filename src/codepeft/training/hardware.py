@@ -24,6 +24,20 @@ def bitsandbytes_problem() -> str | None:
 
 
 @functools.cache
+def _glibc() -> object | None:
+    """glibc's C library (for its malloc settings), or None on other systems and C libraries."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+@functools.cache
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel; True if applied.
 
@@ -35,14 +49,8 @@ def keep_freed_memory() -> bool:
     Process-wide and lasting (``release_freed_memory`` hands the free memory back, as ``train`` does
     when it ends); nothing happens on other C libraries.
     """
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     trim_threshold, top_pad, mmap_threshold = -1, -2, -3  # mallopt parameters in glibc's malloc.h
     # older glibc caps the mmap threshold at 32 MiB; the larger blocks (vocabulary logits) then keep their mmaps
@@ -52,13 +60,8 @@ def keep_freed_memory() -> bool:
 
 def release_freed_memory() -> bool:
     """Hand the memory glibc's malloc holds free back to the kernel (``malloc_trim``); False where it cannot."""
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    libc = _glibc()
+    if libc is None:
         return False
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        return False
+    libc.malloc_trim(0)
     return True

@@ -249,13 +249,14 @@ def _train(run: _Run) -> TrainResult:
     # bf16. peft keeps adapter weights in fp32 and casts every adapted layer's input to fp32 and back;
     # for LoRA those casts cost more than the adapter itself on CPU, so (bf16_adapters) the adapters
     # compute in bf16 under autocast, their fp32 weights staying the optimizer's master copy.
-    base_bf16 = str(loaded.identity.get("dtype")) == "bfloat16"
+    base_dtype = str(loaded.identity.get("dtype"))
+    base_bf16 = base_dtype == "bfloat16"
     bf16_adapters = settings.bf16_adapters and base_bf16 and method.bf16_compute
     autocast_bf16 = (method.name == "full" and base_bf16) or bf16_adapters
     if settings.fast_dropout:
         use_fast_dropout(model)
     # fused layers compute the adapter in the base's dtype: what peft does for an fp32 base, and bf16_adapters asks
-    same_dtype = bf16_adapters or str(loaded.identity.get("dtype")) == "float32"
+    same_dtype = bf16_adapters or base_dtype == "float32"
     fused_layers = use_fused_lora(model) if settings.fused_lora and same_dtype else []
     attention_before = None
     if batching == "packed" and settings.packed_attention == "per-example":
