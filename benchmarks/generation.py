@@ -1,10 +1,17 @@
-"""Greedy generation: batch of one vs batched, side by side in one run.
+"""Greedy generation side by side in one run: batch of one vs batched, or transformers vs vLLM.
 
 Decodes the first N CoNaLa test prompts with smollm2-135m (chat template, as `codepeft evaluate`
 builds them) twice, one prompt at a time and in batches, then prints the tokens/s of each, their
 ratio and how many outputs are identical.
 
     .venv/bin/python benchmarks/generation.py --examples 32 --batch-size 16 --dtype float32
+
+With ``--backends hf,vllm`` it decodes the same prompts on transformers (batched, as `codepeft
+evaluate` does) and on vLLM (the `.venv-vllm` environment), and prints each engine's startup,
+decoding tokens/s, end-to-end seconds and how many raw outputs are identical (``--examples 0``:
+the whole test split).
+
+    .venv/bin/python benchmarks/generation.py --backends hf,vllm --examples 0 --batch-size 16
 """
 
 from __future__ import annotations
@@ -28,18 +35,73 @@ def run(loaded, prompts: list[str], settings: GenerationSettings) -> tuple[list,
     return results, time.perf_counter() - began
 
 
+def compare_backends(args: argparse.Namespace, console: Console) -> None:
+    """Transformers vs vLLM on the same prompts: startup, tokens/s, end to end, identical outputs."""
+    from codepeft.generation.backends import choose_backend
+    from codepeft.generation.vllm_backend import generate_vllm
+
+    began = time.perf_counter()
+    loaded = load_model(args.model, dtype=args.dtype, threads=args.threads)
+    hf_startup = time.perf_counter() - began
+    task = get_task("conala", args.data_dir or default_data_dir())
+    queries = task.load("test")
+    queries = queries[: args.examples] if args.examples else queries
+    built = build_prompts(task, queries, [[] for _ in queries], loaded.tokenizer, loaded.style, None)
+    prompts = [b.text for b in built]
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    rows, outputs = [], {}
+    for backend in args.backends.split(","):
+        if backend == "hf":
+            results, seconds = run(loaded, prompts, settings)
+            startup = hf_startup
+        else:
+            choice = choose_backend("vllm", loaded.identity)
+            stats: dict[str, float] = {}
+            began = time.perf_counter()
+            results = generate_vllm(loaded, prompts, settings, choice, stats=stats)
+            wall = time.perf_counter() - began
+            seconds = sum(g.seconds for g in results)  # the engine's generate calls
+            startup = wall - seconds  # process start, imports, engine start, transfers
+            backend = f"vllm {choice.vllm_version}"
+        tokens = sum(g.new_tokens[0] for g in results)
+        outputs[backend] = results
+        rows.append((backend, startup, seconds, tokens))
+    table = Table(title=f"greedy, {len(prompts)} CoNaLa test prompts, {args.model}, {loaded.identity['dtype']}, "
+                        f"max_new_tokens={args.max_new_tokens}, batch {args.batch_size}")
+    for column in ("backend", "startup s", "decode s", "new tokens", "tokens/s", "end to end s"):
+        table.add_column(column, justify="right")
+    for backend, startup, seconds, tokens in rows:
+        table.add_row(backend, f"{startup:.1f}", f"{seconds:.1f}", str(tokens), f"{tokens / seconds:.1f}",
+                      f"{startup + seconds:.1f}")
+    console.print(table)
+    if len(rows) == 2:
+        (a, a_start, a_sec, a_tok), (b, b_start, b_sec, b_tok) = rows
+        console.print(f"{b} / {a}: tokens/s {(b_tok / b_sec) / (a_tok / a_sec):.2f}x, "
+                      f"end to end {(b_start + b_sec) / (a_start + a_sec):.2f} of the time")
+        first, second = outputs[a], outputs[b]
+        same = sum(x.texts == y.texts for x, y in zip(first, second, strict=True))
+        console.print(f"identical raw outputs: {same}/{len(prompts)}")
+        for query, x, y in zip(queries, first, second, strict=True):
+            if x.texts != y.texts:
+                console.print(f"  differs: {query.id}: {x.texts[0][:60]!r} vs {y.texts[0][:60]!r}", highlight=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--examples", type=int, default=32)
+    parser.add_argument("--examples", type=int, default=32, help="first N test prompts (0: all, --backends only)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--dtype", default="float32", help="float32 (evaluation default) or bfloat16")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--backends", default=None, help="e.g. hf,vllm: compare engines instead of batch sizes")
     args = parser.parse_args()
 
     console = Console()
+    if args.backends:
+        compare_backends(args, console)
+        return
     loaded = load_model(args.model, dtype=args.dtype, threads=args.threads)
     task = get_task("conala", args.data_dir or default_data_dir())
     queries = task.load("test")[: args.examples]

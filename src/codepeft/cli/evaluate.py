@@ -63,6 +63,9 @@ def evaluate(
     max_new_tokens: Annotated[int, typer.Option(help="tokens generated at most per candidate")] = 128,
     stop: Annotated[list[str] | None, typer.Option(help="extra stop string (repeatable)")] = None,
     batch_size: Annotated[int, typer.Option(help="prompts decoded together")] = 16,
+    backend: Annotated[Literal["hf", "vllm", "auto"], typer.Option(
+        help="hf: transformers; vllm: vLLM (CODEPEFT_VLLM=1 scripts/setup); auto: vLLM where installed and usable")] =
+    "hf",
     seed: Annotated[int, typer.Option(help="seed for sampling and demonstration draws")] = 0,
     dtype: Annotated[str, typer.Option(help="float32 (default: batch-size independent), bfloat16, auto")] =
     "float32",
@@ -84,7 +87,8 @@ def evaluate(
     if strategy == "beam" and num_beams is None:
         num_beams = n
     settings = build_settings(strategy=strategy, n=n, num_beams=num_beams, temperature=temperature, top_p=top_p,
-                              max_new_tokens=max_new_tokens, stop=stop or [], batch_size=batch_size, seed=seed)
+                              max_new_tokens=max_new_tokens, stop=stop or [], batch_size=batch_size, seed=seed,
+                              backend=backend)
     target = run_dir or default_run_dir(model, dataset, method)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())

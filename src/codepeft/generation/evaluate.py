@@ -18,6 +18,7 @@ from typing import Any
 from codepeft.data.base import Example, Task, get_task
 from codepeft.data.postprocess import cut_at_stop
 from codepeft.errors import CodepeftError
+from codepeft.generation.backends import choose_backend
 from codepeft.generation.generate import Generated, generate, stop_strings
 from codepeft.generation.records import (
     CONFIG,
@@ -29,7 +30,8 @@ from codepeft.generation.records import (
     write_json,
 )
 from codepeft.generation.settings import GenerationSettings
-from codepeft.models.loading import LoadedModel, load_model
+from codepeft.generation.vllm_backend import load_for_backend
+from codepeft.models.loading import LoadedModel
 
 #: Evaluation decodes in fp32 by default: in bf16, batched greedy output differs from batch-of-one
 #: output on about half of CoNaLa prompts (see docs/generation.md), so results would depend on the batch size.
@@ -43,6 +45,8 @@ def _request(model_spec: str, task_spec: str, split: str, method: str, params: d
     """What the user asked for: a run directory is resumed only when this is unchanged."""
     generation = settings.model_dump()
     generation.pop("batch_size")  # decides speed only (fp32 batched greedy == batch-of-one)
+    if settings.strategy == "greedy":
+        generation.pop("backend")  # fp32 greedy output is the same on both (benchmarks/generation.py)
     if settings.strategy == "sample":
         generation["batch_size"] = settings.batch_size  # the seed is applied per batch
     return {"model": model_spec, "task": task_spec, "split": split, "method": method, "method_params": params,
@@ -168,8 +172,9 @@ def evaluate(
             from codepeft.models.loading import _attach
 
             loaded = _attach(loaded, adapter, merge=False)
+        backend = choose_backend(settings.backend, loaded.identity)
     else:
-        loaded = load_model(model, dtype=dtype, adapter=adapter, threads=threads)
+        loaded, backend = load_for_backend(model, settings.backend, dtype=dtype, adapter=adapter, threads=threads)
 
     checksums = {f"{task_spec}:{split}": task_obj.data_checksum(split)}
     pool: list[Example] = []
@@ -196,6 +201,7 @@ def evaluate(
         "method": {"name": method, "kind": arm.kind, "params": params.model_dump(mode="json"),
                    "pool_split": None if zero_shot else pool_split},
         "generation": settings.model_dump(),
+        "backend": backend.record(),
         "stops": stop_strings(loaded, settings),
         "prompt_style": loaded.style,
         "max_prompt_tokens": budget,
@@ -203,7 +209,8 @@ def evaluate(
         "data_checksums": checksums,
     }
     write_json(run_dir / CONFIG, config)
-    write_json(run_dir / ENVIRONMENT, environment(seed=settings.seed, data_checksums=checksums))
+    write_json(run_dir / ENVIRONMENT, {**environment(seed=settings.seed, data_checksums=checksums),
+                                       "generation_backend": backend.record()})
 
     stops = stop_strings(loaded, settings)
     finished = len(done)
@@ -218,7 +225,7 @@ def evaluate(
         if progress:
             progress(finished, len(queries))
 
-    generate(loaded, [p.text for p in prompts], settings, on_batch=save_batch)
+    generate(loaded, [p.text for p in prompts], settings, on_batch=save_batch, backend=backend)
     _in_query_order(run_dir, ids)
     return run_dir
 

@@ -115,13 +115,25 @@ def generate(
     on_batch: BatchCallback | None = None,
     *,
     sort_by_length: bool = True,
+    backend: Any = None,
 ) -> list[Generated]:
     """Generate ``settings.n`` candidates for every prompt, in the prompts' order.
 
     ``on_batch(indices, generated)`` is called after each batch with the prompt indices it covered,
-    so callers can save results and show progress as batches finish.
+    so callers can save results and show progress as batches finish. ``settings.backend`` picks the
+    engine (``backend``: a ``BackendChoice`` already made by the caller); vLLM loads the model from
+    its directory on disk, so changes made to ``loaded.model`` in memory are not seen there.
     """
     import torch
+
+    if settings.backend != "hf" or backend is not None:
+        from codepeft.generation.backends import choose_backend
+
+        backend = backend or choose_backend(settings.backend, loaded.identity)
+        if backend.name == "vllm":
+            from codepeft.generation.vllm_backend import generate_vllm
+
+            return generate_vllm(loaded, prompts, settings, backend, on_batch)
 
     encoded = _encode(loaded, prompts)
     order = list(range(len(prompts)))

