@@ -12,6 +12,9 @@ decoding tokens/s, end-to-end seconds and how many raw outputs are identical (``
 the whole test split).
 
     .venv/bin/python benchmarks/generation.py --backends hf,vllm --examples 0 --batch-size 16
+
+``--parallel`` runs the engines at the same time (one thread each; with ``--threads 1`` each uses
+one core), so on a machine shared with other jobs both see the same load.
 """
 
 from __future__ import annotations
@@ -35,11 +38,28 @@ def run(loaded, prompts: list[str], settings: GenerationSettings) -> tuple[list,
     return results, time.perf_counter() - began
 
 
-def compare_backends(args: argparse.Namespace, console: Console) -> None:
-    """Transformers vs vLLM on the same prompts: startup, tokens/s, end to end, identical outputs."""
+def run_backend(backend: str, loaded, prompts: list[str], settings: GenerationSettings,
+                hf_startup: float) -> tuple[tuple[str, float, float, int], list]:
+    """(label, startup s, decode s, new tokens) and the results of one engine."""
     from codepeft.generation.backends import choose_backend
     from codepeft.generation.vllm_backend import generate_vllm
 
+    if backend == "hf":
+        results, seconds = run(loaded, prompts, settings)
+        startup = hf_startup
+    else:
+        choice = choose_backend("vllm", loaded.identity)
+        began = time.perf_counter()
+        results = generate_vllm(loaded, prompts, settings, choice)
+        wall = time.perf_counter() - began
+        seconds = sum(g.seconds for g in results)  # the engine's generate calls
+        startup = wall - seconds  # process start, imports, engine start, transfers
+        backend = f"vllm {choice.vllm_version}"
+    return (backend, startup, seconds, sum(g.new_tokens[0] for g in results)), results
+
+
+def compare_backends(args: argparse.Namespace, console: Console) -> None:
+    """Transformers vs vLLM on the same prompts: startup, tokens/s, end to end, identical outputs."""
     began = time.perf_counter()
     loaded = load_model(args.model, dtype=args.dtype, threads=args.threads)
     hf_startup = time.perf_counter() - began
@@ -49,23 +69,21 @@ def compare_backends(args: argparse.Namespace, console: Console) -> None:
     built = build_prompts(task, queries, [[] for _ in queries], loaded.tokenizer, loaded.style, None)
     prompts = [b.text for b in built]
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    rows, outputs = [], {}
-    for backend in args.backends.split(","):
-        if backend == "hf":
-            results, seconds = run(loaded, prompts, settings)
-            startup = hf_startup
-        else:
-            choice = choose_backend("vllm", loaded.identity)
-            stats: dict[str, float] = {}
-            began = time.perf_counter()
-            results = generate_vllm(loaded, prompts, settings, choice, stats=stats)
-            wall = time.perf_counter() - began
-            seconds = sum(g.seconds for g in results)  # the engine's generate calls
-            startup = wall - seconds  # process start, imports, engine start, transfers
-            backend = f"vllm {choice.vllm_version}"
-        tokens = sum(g.new_tokens[0] for g in results)
-        outputs[backend] = results
-        rows.append((backend, startup, seconds, tokens))
+    backends = args.backends.split(",")
+    if args.parallel:
+        # Both engines at once, one thread each: on a shared machine they then see the same load.
+        import copy
+        from concurrent.futures import ThreadPoolExecutor
+        from dataclasses import replace
+
+        # a fast tokenizer used from two threads at once can fail ("Already borrowed"): one copy each
+        copies = [replace(loaded, tokenizer=copy.deepcopy(loaded.tokenizer)) for _ in backends]
+        with ThreadPoolExecutor(len(backends)) as pool:
+            done = list(pool.map(lambda b, m: run_backend(b, m, prompts, settings, hf_startup), backends, copies))
+    else:
+        done = [run_backend(b, loaded, prompts, settings, hf_startup) for b in backends]
+    rows = [row for row, _ in done]
+    outputs = {row[0]: results for row, results in done}
     table = Table(title=f"greedy, {len(prompts)} CoNaLa test prompts, {args.model}, {loaded.identity['dtype']}, "
                         f"max_new_tokens={args.max_new_tokens}, batch {args.batch_size}")
     for column in ("backend", "startup s", "decode s", "new tokens", "tokens/s", "end to end s"):
@@ -96,6 +114,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--backends", default=None, help="e.g. hf,vllm: compare engines instead of batch sizes")
+    parser.add_argument("--parallel", action="store_true", help="run the --backends at the same time (shared machine)")
     args = parser.parse_args()
 
     console = Console()

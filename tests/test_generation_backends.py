@@ -5,6 +5,7 @@ package in a separate "environment", so the real engine is only needed by tests/
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -206,6 +207,7 @@ def test_a_failing_worker_is_one_line_with_its_log(fake_vllm, tiny_causal_dir, m
         generate(loaded, ["x = 1"], GenerationSettings(backend="vllm"))
     log = Path(str(err.value).split("full log: ")[1].split(")")[0])
     assert "Traceback" in log.read_text() and "\n" not in str(err.value)
+    shutil.rmtree(log.parent)  # a failed worker's files are kept for the user; this test's are not needed
 
 
 def test_lora_adapter_is_merged_once_into_a_cached_checkpoint(fake_vllm, tiny_causal_dir, data_dir, tmp_path):
@@ -232,3 +234,15 @@ def test_lora_adapter_is_merged_once_into_a_cached_checkpoint(fake_vllm, tiny_ca
         if name in saved:
             assert torch.equal(saved[name], tensor), name
     assert [e["engine"]["model"] for e in _log(fake_vllm) if "engine" in e] == [str(merged_dir)] * 2
+
+
+def test_study_key_generation_backend(monkeypatch):
+    from codepeft.study.config import load_study
+
+    arms = "arms=[zero-shot, {name: fast, generation: {backend: vllm}}]"
+    config = load_study(None, ["generation.backend=auto", arms])
+    assert config.generation.backend == "auto" and config.generation_for("zero-shot", 0).backend == "auto"
+    assert config.generation_for("fast", 0).backend == "vllm"
+    with pytest.raises(CodepeftError, match=r"generation\.backend") as err:
+        load_study(None, ["generation.backend=tgi"])
+    assert "\n" not in str(err.value)

@@ -49,7 +49,7 @@ def _request(loaded: LoadedModel, choice: BackendChoice, encoded: list[list[int]
         "eos_ids": _eos_ids(loaded),
         "seed": settings.seed,
         "max_model_len": loaded.context_length,
-        "max_num_seqs": max(settings.batch_size, 16),
+        "max_num_seqs": settings.batch_size,  # "prompts decoded together", as on the transformers path
         "chunk": max(settings.batch_size, MIN_CHUNK),
     }
 
