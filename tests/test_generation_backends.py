@@ -16,6 +16,7 @@ from codepeft.errors import CodepeftError
 from codepeft.generation import GenerationSettings, evaluate, generate
 from codepeft.generation.backends import choose_backend, vllm_installed, vllm_python
 from codepeft.generation.records import read_generations
+from codepeft.generation.vllm_backend import prompt_seed
 from codepeft.models import load_model
 from test_evaluate import cli
 
@@ -193,8 +194,13 @@ def test_sampling_and_beams_keep_their_meaning_on_vllm(fake_vllm, tiny_causal_di
     results = generate(loaded, prompts, sample)
     assert [len(g.texts) for g in results] == [3, 3] and results[0].texts[0] == _expected(loaded, prompts[0])
     params = _log(fake_vllm)[1]["params"]
-    assert [(p["n"], p["temperature"], p["top_p"], p["top_k"], p["seed"]) for p in params] == [
-        (3, 0.7, 0.9, 0, 5), (3, 0.7, 0.9, 0, 6)]  # one seed per prompt: samples do not depend on the batch
+    assert [(p["n"], p["temperature"], p["top_p"], p["top_k"]) for p in params] == [(3, 0.7, 0.9, 0)] * 2
+    # one seed per prompt, from the run's seed and the prompt only: not from its batch or position
+    ids = [loaded.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]  # chat style, as _encode
+    assert [p["seed"] for p in params] == [prompt_seed(5, i) for i in ids]
+    generate(loaded, prompts[::-1], sample)
+    assert [p["seed"] for p in _log(fake_vllm)[3]["params"]] == [prompt_seed(5, i) for i in ids[::-1]]
+    assert prompt_seed(5, ids[0]) != prompt_seed(6, ids[0])
     beams = generate(loaded, prompts, GenerationSettings(strategy="beam", n=2, num_beams=4, backend="vllm"))
     assert _log(fake_vllm)[-1] == {"beam": 2, "width": 4}
     assert beams[0].texts == [loaded.tokenizer.decode([10]), loaded.tokenizer.decode([11])]

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import tempfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -48,10 +49,17 @@ def _request(loaded: LoadedModel, choice: BackendChoice, encoded: list[list[int]
         "stop": stops,
         "eos_ids": _eos_ids(loaded),
         "seed": settings.seed,
+        "seeds": [prompt_seed(settings.seed, ids) for ids in encoded],
         "max_model_len": loaded.context_length,
         "max_num_seqs": settings.batch_size,  # "prompts decoded together", as on the transformers path
         "chunk": max(settings.batch_size, MIN_CHUNK),
     }
+
+
+def prompt_seed(seed: int, ids: list[int]) -> int:
+    """The sampling seed of one prompt: a function of the run's seed and the prompt alone, so its samples
+    do not change with the batch, the order or a resumed run's remaining prompts."""
+    return zlib.crc32(",".join(map(str, ids)).encode(), seed & 0xFFFFFFFF)
 
 
 def _environment(loaded: LoadedModel) -> dict[str, str]:

@@ -64,10 +64,10 @@ def _sampling_params(request: dict[str, Any], index: int) -> Any:
     }
     if request["strategy"] == "greedy":
         return SamplingParams(temperature=0.0, **common)
-    # top_k disabled so that top_p alone truncates, as on the transformers path; one seed per prompt so a
-    # prompt's samples do not depend on which others share its batch.
+    # top_k disabled so that top_p alone truncates, as on the transformers path; one seed per prompt
+    # (codepeft derives it from the run's seed and the prompt) so its samples do not depend on the batch.
     return SamplingParams(temperature=request["temperature"], top_p=request["top_p"], top_k=0,
-                          seed=request.get("seed", 0) + index, **common)
+                          seed=request["seeds"][index], **common)
 
 
 def _generate(llm: Any, request: dict[str, Any], indices: list[int]) -> list[list[list[int]]]:
