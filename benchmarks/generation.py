@@ -73,13 +73,19 @@ def compare_backends(args: argparse.Namespace, console: Console) -> None:
     if args.parallel:
         # Both engines at once, one thread each: on a shared machine they then see the same load.
         import copy
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import ThreadPoolExecutor, as_completed
         from dataclasses import replace
 
         # a fast tokenizer used from two threads at once can fail ("Already borrowed"): one copy each
         copies = [replace(loaded, tokenizer=copy.deepcopy(loaded.tokenizer)) for _ in backends]
         with ThreadPoolExecutor(len(backends)) as pool:
-            done = list(pool.map(lambda b, m: run_backend(b, m, prompts, settings, hf_startup), backends, copies))
+            futures = [pool.submit(run_backend, backend, model, prompts, settings, hf_startup)
+                       for backend, model in zip(backends, copies, strict=True)]
+            for future in as_completed(futures):  # each engine's figures as soon as it finishes
+                (label, startup, seconds, tokens), _ = future.result()
+                console.print(f"finished: {label}: startup {startup:.1f} s, decode {seconds:.1f} s, {tokens} tokens, "
+                              f"{tokens / seconds:.1f} tokens/s, end to end {startup + seconds:.1f} s")
+            done = [f.result() for f in futures]
     else:
         done = [run_backend(b, loaded, prompts, settings, hf_startup) for b in backends]
     rows = [row for row, _ in done]

@@ -12,9 +12,10 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import IO, Any
@@ -79,21 +80,30 @@ def _environment(loaded: LoadedModel) -> dict[str, str]:
     return env
 
 
+@dataclass
+class _Run:
+    process: Any
+    log_path: Path
+    done: bool = False  # the worker said it delivered every result
+
+
 @contextlib.contextmanager
-def _worker(choice: BackendChoice, request: dict[str, Any], env: dict[str, str]) -> Iterator[tuple[Any, Path]]:
-    """The running worker process and its log file; the process is ended however the caller leaves."""
+def _worker(choice: BackendChoice, request: dict[str, Any], env: dict[str, str]) -> Iterator[_Run]:
+    """The running worker; it is ended however the caller leaves, unless it delivered everything."""
     workdir = Path(tempfile.mkdtemp(prefix="codepeft-vllm-"))
     request_path, log_path = workdir / "request.json", workdir / "vllm.log"
     request_path.write_text(json.dumps(request))
     log: IO[str] = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
     process = subprocess.Popen([str(choice.python), str(WORKER), str(request_path)], stdout=subprocess.PIPE,
                                stderr=log, stdin=subprocess.DEVNULL, text=True, env=env, cwd=workdir)
-    ok = False
+    run = _Run(process, log_path)
     try:
-        yield process, log_path
-        ok = True
+        yield run
     finally:
-        if process.poll() is None:
+        if process.poll() is None and run.done:
+            # Every result is in; vLLM takes seconds to stop its engine processes: let it, without waiting.
+            threading.Thread(target=process.wait, daemon=True).start()
+        elif process.poll() is None:
             process.terminate()
             try:
                 process.wait(timeout=30)
@@ -101,7 +111,7 @@ def _worker(choice: BackendChoice, request: dict[str, Any], env: dict[str, str])
                 process.kill()
                 process.wait()
         log.close()
-        if ok:
+        if run.done:  # a failed worker's request and log stay for the user (the error names the log)
             request_path.unlink(missing_ok=True)
             log_path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
@@ -131,11 +141,14 @@ def generate_vllm(loaded: LoadedModel, prompts: Sequence[str], settings: Generat
     if not prompts:
         return []
     request = _request(loaded, choice, encoded, settings, stops)
-    with _worker(choice, request, _environment(loaded)) as (process, log_path):
-        for line in process.stdout:
+    with _worker(choice, request, _environment(loaded)) as run:
+        for line in run.process.stdout:
             message = json.loads(line)
             if "startup_seconds" in message and stats is not None:
                 stats["startup_seconds"] = message["startup_seconds"]
+            if message.get("done"):
+                run.done = all(r is not None for r in results)
+                break
             if "indices" not in message:
                 continue
             batch = []
@@ -147,9 +160,9 @@ def generate_vllm(loaded: LoadedModel, prompts: Sequence[str], settings: Generat
                 batch.append(results[index])
             if on_batch is not None:
                 on_batch(list(message["indices"]), batch)
-        process.wait()
-        if process.returncode != 0 or any(r is None for r in results):
-            raise _failure(process, log_path)
+        if not run.done:
+            run.process.wait()
+            raise _failure(run.process, run.log_path)
     return [r for r in results if r is not None]
 
 
