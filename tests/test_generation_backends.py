@@ -57,6 +57,9 @@ class LLM:
         if os.environ.get("FAKE_VLLM_FAIL"):
             raise RuntimeError("ValueError: fake engine refused to start")
         _log({"engine": kwargs, "kv": os.environ.get("VLLM_CPU_KVCACHE_SPACE")})
+        if os.environ.get("FAKE_VLLM_CHILD"):  # like vLLM's engine core: a process of its own
+            import subprocess
+            _log({"child": subprocess.Popen(["sleep", "300"]).pid})
 
     def generate(self, prompts, params, use_tqdm=False):
         _log({"generate": len(prompts), "params": [p.kwargs for p in params]})
@@ -252,3 +255,24 @@ def test_study_key_generation_backend(monkeypatch):
     with pytest.raises(CodepeftError, match=r"generation\.backend") as err:
         load_study(None, ["generation.backend=tgi"])
     assert "\n" not in str(err.value)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in {"Z", "X"}
+
+
+def test_a_run_stopped_midway_ends_the_worker_and_its_engine_processes(fake_vllm, tiny_causal_dir, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_CHILD", "1")
+    loaded = load_model(tiny_causal_dir, dtype="float32")
+
+    def interrupted(indices, batch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(loaded, ["x = 1"], GenerationSettings(backend="vllm"), on_batch=interrupted)
+    child = next(entry["child"] for entry in _log(fake_vllm) if "child" in entry)
+    assert not _alive(child)

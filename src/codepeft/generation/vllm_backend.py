@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import threading
@@ -95,7 +96,8 @@ def _worker(choice: BackendChoice, request: dict[str, Any], env: dict[str, str])
     request_path.write_text(json.dumps(request))
     log: IO[str] = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
     process = subprocess.Popen([str(choice.python), str(WORKER), str(request_path)], stdout=subprocess.PIPE,
-                               stderr=log, stdin=subprocess.DEVNULL, text=True, env=env, cwd=workdir)
+                               stderr=log, stdin=subprocess.DEVNULL, text=True, env=env, cwd=workdir,
+                               start_new_session=True)  # its own process group: see _end
     run = _Run(process, log_path)
     try:
         yield run
@@ -103,19 +105,29 @@ def _worker(choice: BackendChoice, request: dict[str, Any], env: dict[str, str])
         if process.poll() is None and run.done:
             # Every result is in; vLLM takes seconds to stop its engine processes: let it, without waiting.
             threading.Thread(target=process.wait, daemon=True).start()
-        elif process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        else:
+            _end(process)
         log.close()
         if run.done:  # a failed worker's request and log stay for the user (the error names the log)
             request_path.unlink(missing_ok=True)
             log_path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 workdir.rmdir()
+
+
+def _end(process: Any) -> None:
+    """Stop the worker and the engine processes it spawned: signalling only the worker leaves vLLM's
+    engine core running as an orphan, so the whole process group is signalled."""
+    for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=grace)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # engine processes still shutting down
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _failure(process: Any, log_path: Path) -> CodepeftError:
