@@ -17,6 +17,7 @@ from codepeft.models import load_model
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(1800),  # two engines on 24 prompts: ~2 minutes idle, far more on a busy machine
     pytest.mark.skipif(vllm_installed() is None,
                        reason="no vLLM environment (.venv-vllm): run `CODEPEFT_VLLM=1 scripts/setup`"),
 ]
