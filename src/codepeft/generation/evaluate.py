@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from codepeft.data.base import Example, Task, get_task
+from codepeft.data.base import Example, Task, get_task, task_of_run
 from codepeft.data.postprocess import cut_at_stop
 from codepeft.errors import CodepeftError
 from codepeft.generation.generate import Generated, generate, stop_strings
@@ -243,13 +243,8 @@ def run_summary(run_dir: Path, ks: Sequence[int] = (1, 2, 5, 10)) -> dict[str, A
     """Examples generated and EM@k of a run directory (full scoring is ``codepeft score``)."""
     from codepeft.metrics.exact_match import exact_match_at_k
 
-    config = read_json(Path(run_dir) / CONFIG)
+    task, _ = task_of_run(read_json(Path(run_dir) / CONFIG))
     records = read_generations(run_dir).records
-    task_name = config.get("task", {}).get("name")
-    try:
-        normalize = get_task(task_name).normalize if task_name else None
-    except CodepeftError:
-        normalize = None
-    kwargs = {"normalize": normalize} if normalize else {}
-    scores = exact_match_at_k([r["candidates"] for r in records], [r["reference"] for r in records], ks, **kwargs)
+    scores = exact_match_at_k([r["candidates"] for r in records], [r["reference"] for r in records], ks,
+                              normalize=task.normalize)
     return {"n": len(records), **scores}

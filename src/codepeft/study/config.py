@@ -18,8 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from codepeft.errors import CodepeftError
 from codepeft.generation.settings import GenerationSettings
 
-METRIC_FAMILIES = ("em", "codebleu", "bleu", "passk")
-
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")

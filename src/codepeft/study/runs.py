@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from codepeft.data.base import Task
 from codepeft.errors import CodepeftError
 from codepeft.generation.records import read_json, write_json
 from codepeft.generation.settings import GenerationSettings
 from codepeft.provenance import sha256_json
-from codepeft.study.config import METRIC_FAMILIES, DatasetSpec, StudyConfig
+from codepeft.study.config import DatasetSpec, StudyConfig
 
 RUN_FILE = "run.json"
 STUDY_INDEX = "study.json"
@@ -35,7 +36,7 @@ class DatasetPlan:
     """A data set resolved once for the whole study: its task object, checksums and metric families."""
 
     spec: DatasetSpec
-    task: Any
+    task: Task
     checksums: dict[str, str]
     metrics: list[str]
     primary_metric: str
@@ -142,7 +143,7 @@ def plan_datasets(config: StudyConfig, data_dir: Path | None, needs_pool: bool, 
             test_examples = test_examples[: config.limits.test_size]
         has_tests = any(e.tests for e in test_examples)
         if config.metrics is None:
-            metrics = [m for m in METRIC_FAMILIES if m != "passk" or has_tests]
+            metrics = list(task.metrics(has_tests))
         else:
             metrics = list(config.metrics)
             if "passk" in metrics and not has_tests:
@@ -150,7 +151,7 @@ def plan_datasets(config: StudyConfig, data_dir: Path | None, needs_pool: bool, 
                     f"data set {spec.task!r} has no tests in split {spec.test_split!r}, so pass@k cannot be "
                     "computed: remove passk from metrics or use a data set with tests"
                 )
-        primary = config.primary_metric or ("pass@1" if "passk" in metrics else "codebleu")
+        primary = config.primary_metric or task.primary_metric(metrics)
         _check_primary(primary, metrics, config.ks, spec.task)
         plans.append(DatasetPlan(spec, task, checksums, metrics, primary, len(test_examples)))
     return plans
