@@ -12,9 +12,9 @@ from codepeft.cli import _load_commands, main
 from codepeft.data import get_task
 from codepeft.errors import CodepeftError
 from codepeft.generation import GenerationSettings, evaluate
-from codepeft.generation.evaluate import run_summary
-from codepeft.generation.records import read_generations
+from codepeft.metrics import run_summary
 from codepeft.models import load_model
+from codepeft.rundir import read_generations
 
 evaluate_module = importlib.import_module("codepeft.generation.evaluate")
 SETTINGS = GenerationSettings(max_new_tokens=8, batch_size=4)

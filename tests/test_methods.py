@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from codepeft.methods.finetuning import train_methods
+from codepeft.models.quantization import bitsandbytes_problem
 from codepeft.training import TrainSettings, train
 from codepeft.training.data import collate, tokenize_all
-from codepeft.training.hardware import bitsandbytes_problem
 
 METHODS = sorted(train_methods())
 # memorising 4 examples in a few steps needs larger steps than the defaults (meant for real data)

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from codepeft.data.base import TASKS, GenericTask, Task, get_task, register_task, task_of_run
-from codepeft.generation.evaluate import run_summary
-from codepeft.metrics import score_run
+from codepeft.metrics import run_summary, score_run
 from codepeft.sandbox import Program, build_program
 
 MBPP_REFERENCE = "def add(a, b):\n    return a + b"

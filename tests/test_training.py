@@ -283,7 +283,7 @@ def test_bad_training_input_is_one_line(extra, message, tiny_causal_dir, memo, t
 
 
 def test_method_the_model_does_not_support_is_one_line(tiny_causal_dir, memo, tmp_path):
-    from codepeft.training.hardware import bitsandbytes_problem
+    from codepeft.models.quantization import bitsandbytes_problem
 
     if bitsandbytes_problem() or torch.cuda.is_available():
         pytest.skip("the narrow-layer limit is bitsandbytes' CPU path")

@@ -181,7 +181,7 @@ def test_per_example_attention_keeps_examples_apart_in_other_architectures(name)
 
 _ALLOCATION_CYCLES = """
 import resource, sys, torch
-from codepeft.training.hardware import keep_freed_memory
+from codepeft.training.malloc import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
 torch.empty(16 << 20).fill_(1)  # 64 MiB: above glibc's largest dynamic mmap threshold (32 MiB)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

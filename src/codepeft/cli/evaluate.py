@@ -78,8 +78,8 @@ def evaluate(
     Example: codepeft evaluate --model smollm2-135m --dataset conala --limit 20
     """
     from codepeft.generation.evaluate import evaluate as run_evaluate
-    from codepeft.generation.evaluate import run_summary
     from codepeft.home import default_data_dir
+    from codepeft.metrics import run_summary
 
     if strategy == "beam" and num_beams is None:
         num_beams = n

@@ -88,7 +88,7 @@ def merge(
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16")] = "auto",
 ) -> None:
     """Fold an adapter into its base model's weights and save the merged model (loads like any model)."""
-    from codepeft.training.adapters import merge_adapter
+    from codepeft.models import merge_adapter
 
     out.print(str(merge_adapter(adapter, output, base=base, dtype=dtype)))
 

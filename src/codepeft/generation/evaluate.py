@@ -15,11 +15,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from codepeft.data.base import Example, Task, get_task, task_of_run
+from codepeft.data.base import Example, Task, get_task
 from codepeft.data.postprocess import cut_at_stop
 from codepeft.errors import CodepeftError
 from codepeft.generation.generate import Generated, generate, stop_strings
-from codepeft.generation.records import (
+from codepeft.generation.settings import GenerationSettings
+from codepeft.methods import get_method
+from codepeft.methods.prompting import build_prompts
+from codepeft.models import LoadedModel, attach_adapter, load_model
+from codepeft.provenance import environment
+from codepeft.rundir import (
     CONFIG,
     ENVIRONMENT,
     GENERATIONS,
@@ -28,8 +33,6 @@ from codepeft.generation.records import (
     read_json,
     write_json,
 )
-from codepeft.generation.settings import GenerationSettings
-from codepeft.models.loading import LoadedModel, load_model
 
 #: Evaluation decodes in fp32 by default: in bf16, batched greedy output differs from batch-of-one
 #: output on about half of CoNaLa prompts (see docs/generation.md), so results would depend on the batch size.
@@ -125,10 +128,6 @@ def evaluate(
     progress: ProgressCallback | None = None,
 ) -> Path:
     """Generate for ``task``'s ``split`` with a prompt ``method`` and write/resume the run directory."""
-    from codepeft.methods import get_method
-    from codepeft.methods.prompting import build_prompts
-    from codepeft.provenance import environment
-
     settings = settings or GenerationSettings()
     run_dir = Path(run_dir).expanduser()
     if limit is not None and limit < 1:
@@ -165,9 +164,7 @@ def evaluate(
     if isinstance(model, LoadedModel):
         loaded = model
         if adapter is not None:
-            from codepeft.models.loading import _attach
-
-            loaded = _attach(loaded, adapter, merge=False)
+            loaded = attach_adapter(loaded, adapter, merge=False)
     else:
         loaded = load_model(model, dtype=dtype, adapter=adapter, threads=threads)
 
@@ -238,13 +235,3 @@ def _record(task: Task, example: Example, prompt: Any, generated: Generated, sto
         "seconds": round(generated.seconds, 4),
     }
 
-
-def run_summary(run_dir: Path, ks: Sequence[int] = (1, 2, 5, 10)) -> dict[str, Any]:
-    """Examples generated and EM@k of a run directory (full scoring is ``codepeft score``)."""
-    from codepeft.metrics.exact_match import exact_match_at_k
-
-    task, _ = task_of_run(read_json(Path(run_dir) / CONFIG))
-    records = read_generations(run_dir).records
-    scores = exact_match_at_k([r["candidates"] for r in records], [r["reference"] for r in records], ks,
-                              normalize=task.normalize)
-    return {"n": len(records), **scores}

@@ -158,7 +158,7 @@ class _QLora(Lora):
     bf16_compute = False  # bitsandbytes layers choose their own compute dtype
 
     def check_supported(self, loaded):
-        from codepeft.training.hardware import bitsandbytes_problem
+        from codepeft.models.quantization import bitsandbytes_problem
 
         problem = bitsandbytes_problem()
         if problem:

@@ -13,10 +13,10 @@ from typing import Any
 
 from codepeft.data.base import METRIC_FAMILIES, task_of_run
 from codepeft.errors import CodepeftError
-from codepeft.generation.records import CONFIG, METRICS, read_generations, read_json, write_json
 from codepeft.metrics.exact_match import DEFAULT_KS, exact_match_at_k, exact_match_per_example
 from codepeft.metrics.passk import execute_candidates, pass_at_ks
 from codepeft.metrics.similarity import bleu_chrf, codebleu
+from codepeft.rundir import CONFIG, METRICS, read_generations, read_json, write_json
 from codepeft.sandbox import choose_mode
 
 METRIC_NAMES = METRIC_FAMILIES
@@ -102,3 +102,13 @@ def score_run(
     result["per_example"] = per_example
     write_json(run_dir / METRICS, result, overwrite=True)
     return result
+
+
+def run_summary(run_dir: Path, ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
+    """Examples generated and EM@k of a run directory, by its task's normalisation (``codepeft evaluate``
+    prints it; full scoring is ``score_run``)."""
+    task, _ = task_of_run(read_json(Path(run_dir) / CONFIG))
+    records = read_generations(run_dir).records
+    scores = exact_match_at_k([r["candidates"] for r in records], [r["reference"] for r in records], ks,
+                              normalize=task.normalize)
+    return {"n": len(records), **scores}

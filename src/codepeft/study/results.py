@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from codepeft.errors import CodepeftError
-from codepeft.generation.records import GENERATIONS, METRICS, read_generations, read_json, write_json
+from codepeft.rundir import GENERATIONS, METRICS, read_generations, read_json, write_json
 from codepeft.study.runs import RUN_FILE, STUDY_INDEX
 from codepeft.study.stats import bootstrap_interval, paired_test, seed_interval
 

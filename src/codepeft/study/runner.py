@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from codepeft.errors import CodepeftError
-from codepeft.generation.records import METRICS, read_json, write_json
 from codepeft.provenance import environment
+from codepeft.rundir import METRICS, read_json, write_json
 from codepeft.study.config import StudyConfig, dump_study
 from codepeft.study.runs import (
     STUDY_INDEX,

@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 from codepeft.data.base import Task
 from codepeft.errors import CodepeftError
-from codepeft.generation.records import read_json, write_json
 from codepeft.generation.settings import GenerationSettings
 from codepeft.provenance import sha256_json
+from codepeft.rundir import read_json, write_json
 from codepeft.study.config import DatasetSpec, StudyConfig
 
 RUN_FILE = "run.json"

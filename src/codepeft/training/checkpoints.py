@@ -8,33 +8,17 @@ new one is complete.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import random
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from codepeft.errors import CodepeftError
+from codepeft.rundir import writing
 
 PREFIX = "step-"
 STATE = "state.json"
-
-
-@contextlib.contextmanager
-def writing(what: Path, cleanup: Path | None = None) -> Iterator[None]:
-    """Turn a failed write (full disk, permissions) into a one-line error; remove the partial ``cleanup``."""
-    try:
-        yield
-    except OSError as err:
-        if cleanup is not None:
-            shutil.rmtree(cleanup, ignore_errors=True)
-        reason = "no space left on device" if err.errno == errno.ENOSPC else (err.strerror or str(err))
-        raise CodepeftError(
-            f"cannot write {what}: {reason}; files saved before are kept: free space and rerun to resume"
-        ) from None
 
 
 def trainable_state(model: Any) -> dict[str, Any]:

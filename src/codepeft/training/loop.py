@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from codepeft.errors import CodepeftError
-from codepeft.training.adapters import save_adapter
-from codepeft.training.checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint, writing
+from codepeft.models.adapters import save_adapter
+from codepeft.rundir import write_json, writing
+from codepeft.training.checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint
 from codepeft.training.costs import CostMeter, count_parameters, reset_peak_memory
 from codepeft.training.data import (
     IGNORE,
@@ -207,7 +208,7 @@ def _train(run: _Run) -> TrainResult:
     from codepeft.training.attention import restore_attention, use_per_example_attention
     from codepeft.training.dropout import use_fast_dropout
     from codepeft.training.fused_lora import restore_lora, use_fused_lora
-    from codepeft.training.hardware import keep_freed_memory, release_freed_memory
+    from codepeft.training.malloc import keep_freed_memory, release_freed_memory
 
     settings, method = run.settings, run.method
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -298,7 +299,6 @@ def _train(run: _Run) -> TrainResult:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         with writing(out / "config.json"):
-            from codepeft.generation.records import write_json
 
             write_json(out / "config.json", {**run.config, "base": loaded.identity, "batching": batching,
                                              "total_steps": total_steps, "eval_every": eval_every,
@@ -432,7 +432,6 @@ def _train(run: _Run) -> TrainResult:
         release_freed_memory()
     costs = meter.summary(world)
     if main:
-        from codepeft.generation.records import write_json
 
         with writing(out / COSTS):
             write_json(out / COSTS, {**costs, "method": method.name, "batching": batching,
