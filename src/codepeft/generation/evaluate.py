@@ -9,8 +9,6 @@ Scoring is a separate step over this directory (``codepeft score``).
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,10 +26,13 @@ from codepeft.rundir import (
     CONFIG,
     ENVIRONMENT,
     GENERATIONS,
+    METRICS,
+    RunDir,
     append_generations,
     read_generations,
     read_json,
     write_json,
+    write_jsonl,
 )
 
 #: Evaluation decodes in fp32 by default: in bf16, batched greedy output differs from batch-of-one
@@ -52,22 +53,15 @@ def _request(model_spec: str, task_spec: str, split: str, method: str, params: d
             "generation": generation, "limit": limit, "adapter": adapter, "pool_split": pool_split, "dtype": dtype}
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [k for k in keys if json.dumps(old.get(k), sort_keys=True, default=str) !=
-            json.dumps(new.get(k), sort_keys=True, default=str)]
-
-
 def _prepare_run_dir(run_dir: Path, request: dict[str, Any], ids: Sequence[str], force: bool) -> set[str]:
     """Ids already generated for this exact request; wipes or refuses a run with another request."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    generations = run_dir / GENERATIONS
-    config_path = run_dir / CONFIG
+    run = RunDir(run_dir)
+    generations = run / GENERATIONS
     if not generations.exists():
         return set()
-    if config_path.exists():
-        existing = read_json(config_path).get("request", {})
-        changed = _differences(existing, request)
+    if run.has(CONFIG):
+        changed = RunDir.changed(read_json(run / CONFIG).get("request", {}), request)
     else:
         changed = ["config.json (missing)"]
     if changed and not force:
@@ -76,31 +70,22 @@ def _prepare_run_dir(run_dir: Path, request: dict[str, Any], ids: Sequence[str],
             "pass --force to overwrite it or choose another --run-dir"
         )
     if changed:
-        generations.unlink()
-        (run_dir / "metrics.json").unlink(missing_ok=True)
+        run.clear(GENERATIONS, METRICS)
         return set()
     loaded = read_generations(generations) if generations.stat().st_size else None
     records = loaded.records if loaded else []
     wanted = set(ids)
     kept = [r for r in records if r["id"] in wanted]
     if loaded is not None and (loaded.truncated or len(kept) != len(records)):
-        _rewrite(generations, kept)  # a killed run's half line must not sit in the middle of the file
+        write_jsonl(generations, kept)  # a killed run's half line must not sit in the middle of the file
     return {r["id"] for r in kept}
-
-
-def _rewrite(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def _in_query_order(run_dir: Path, ids: Sequence[str]) -> None:
     """Put the finished file in data-set order (batches finish longest prompt first)."""
     path = run_dir / GENERATIONS
     records = {r["id"]: r for r in read_generations(path).records}
-    _rewrite(path, [records[i] for i in ids if i in records])
+    write_jsonl(path, [records[i] for i in ids if i in records])
 
 
 def _resolve_task(task: str | Task, data_dir: Path | str | None) -> tuple[Task, str]:

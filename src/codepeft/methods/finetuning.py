@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, first_line
 from codepeft.methods.base import Method, MethodParams, register_method
 
 TargetRole = Literal["attention", "mlp", "all-linear"]
@@ -91,7 +91,7 @@ class TrainMethod(Method):
         try:
             return get_peft_model(loaded.model, config)
         except (ValueError, TypeError, NotImplementedError) as err:
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            message = first_line(err)
             raise CodepeftError(
                 f"method {self.name!r} cannot be applied to {loaded.identity.get('architecture', 'this model')} "
                 f"({message}): choose another method or other targets"

@@ -16,7 +16,7 @@ from codepeft.errors import CodepeftError
 from codepeft.metrics.exact_match import DEFAULT_KS, exact_match_at_k, exact_match_per_example
 from codepeft.metrics.passk import execute_candidates, pass_at_ks
 from codepeft.metrics.similarity import bleu_chrf, codebleu
-from codepeft.rundir import CONFIG, METRICS, read_generations, read_json, write_json
+from codepeft.rundir import CONFIG, METRICS, RunDir, read_generations, read_json
 from codepeft.sandbox import choose_mode
 
 METRIC_NAMES = METRIC_FAMILIES
@@ -44,17 +44,14 @@ def score_run(
     programs for pass@k, and (``metrics=None``) its metric families (pass@k is skipped, with a note,
     when the records have no tests); naming ``passk`` explicitly for a run without tests is an error.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CodepeftError(f"run directory {run_dir} not found: pass the directory `codepeft evaluate` wrote")
+    run = RunDir.existing(run_dir, "pass the directory `codepeft evaluate` wrote")
     requested = parse_metrics(metrics)
     if timeout <= 0:
         raise CodepeftError(f"time-out {timeout} must be positive: pass --timeout SECONDS")
-    if (run_dir / METRICS).exists() and not force:
-        raise CodepeftError(f"{run_dir / METRICS} already exists: pass --force to rescore the run")
-    generations = read_generations(run_dir)
+    run.refuse_finished(run.has(METRICS), force, "already exists", "pass --force to rescore the run", name=METRICS)
+    generations = read_generations(run.path)
     records = generations.records
-    task, task_note = task_of_run(read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else None)
+    task, task_note = task_of_run(read_json(run / CONFIG) if run.has(CONFIG) else None)
     chosen = requested or task.metrics(has_tests=True)  # pass@k without tests is skipped below, with a note
     notes: list[str] = [task_note] if task_note else []
     if generations.truncated:
@@ -78,7 +75,7 @@ def score_run(
         with_tests = [r for r in records if r.get("tests")]
         if not with_tests:
             if requested is not None:
-                raise CodepeftError(f"the records in {run_dir} have no tests, so pass@k cannot be computed: "
+                raise CodepeftError(f"the records in {run.path} have no tests, so pass@k cannot be computed: "
                                     "score this data set with --metrics em,codebleu,bleu")
             notes.append("pass@k skipped: the records have no tests")
         else:
@@ -100,7 +97,7 @@ def score_run(
             notes.extend(f"sandbox: {n}" for n in sandbox_notices)
     result["notes"] = notes
     result["per_example"] = per_example
-    write_json(run_dir / METRICS, result, overwrite=True)
+    run.write(METRICS, result)
     return result
 
 

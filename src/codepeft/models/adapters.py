@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
-from codepeft.errors import CodepeftError
-from codepeft.rundir import writing
+from codepeft.errors import CodepeftError, first_line
+from codepeft.rundir import replacing
 
 META = "codepeft_adapter.json"
 MERGED_META = "codepeft_merged.json"
@@ -27,22 +26,15 @@ def save_adapter(model: Any, loaded: Any, method: str, params: dict[str, Any], p
                  extra: dict[str, Any] | None = None) -> Path:
     """Write the adapter (or full model) to ``path`` atomically: the previous one stays until the new one is whole."""
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    old = path.with_name(f".old-{path.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with writing(path, cleanup=tmp):
-        tmp.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp:
+        tmp.mkdir()
         model.save_pretrained(tmp)
         if not hasattr(model, "peft_config"):  # a whole model (full fine-tuning) keeps its tokenizer beside it
             loaded.tokenizer.save_pretrained(tmp)
         base = {k: v for k, v in loaded.identity.items() if k not in {"adapter", "merged"}}
         meta = {"method": method, "params": params, "base": base, **(extra or {})}
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
     return path
 
 
@@ -95,7 +87,7 @@ def attach_adapter(loaded: Any, path: str | Path, merge: bool = False) -> Any:
     except CodepeftError:
         raise
     except Exception as err:  # unreadable or mismatched weight files
-        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        first = first_line(err)
         raise CodepeftError(f"cannot load adapter {path} ({first}): retrain or restore it") from None
     model.eval()
     identity = {**loaded.identity, "adapter": str(path), "adapter_method": method, "merged": bool(merge)}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +17,7 @@ from codepeft.data.prompts import PromptStyle, prompt_style_for
 from codepeft.errors import CodepeftError
 from codepeft.models.adapters import MERGED_META, attach_adapter, read_adapter_meta
 from codepeft.models.gguf import PACKAGED_MODELS, ensure_gguf, ensure_packaged
-from codepeft.rundir import writing
+from codepeft.rundir import replacing
 
 ModelKind = Literal["causal", "seq2seq"]
 Quantization = Literal["4bit", "8bit"]
@@ -250,15 +249,13 @@ def merge_adapter(adapter: str | Path, output: str | Path, base: str | None = No
     if output.exists() and any(output.iterdir()):
         raise CodepeftError(f"{output} already exists and is not empty: choose another --output")
     loaded = load_model(spec, dtype=dtype, adapter=adapter, merge=True)
-    tmp = output.with_name(f".tmp-{output.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with writing(output, cleanup=tmp):
-        tmp.mkdir(parents=True)
+    if output.exists():
+        output.rmdir()  # empty (checked above): replaced by the merged model
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(output) as tmp:
+        tmp.mkdir()
         loaded.model.save_pretrained(tmp)
         loaded.tokenizer.save_pretrained(tmp)
         record = {"adapter": str(adapter.resolve()), "method": meta.get("method"), "base": meta.get("base")}
         (tmp / MERGED_META).write_text(json.dumps(record, indent=2, default=str) + "\n")
-        if output.exists():
-            output.rmdir()
-        tmp.rename(output)
     return output

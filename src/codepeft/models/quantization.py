@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+from codepeft.errors import first_line
+
 
 @functools.cache
 def bitsandbytes_problem() -> str | None:
@@ -18,6 +20,5 @@ def bitsandbytes_problem() -> str | None:
         layer = bnb.nn.Linear4bit(16, 16, quant_type="nf4", compute_dtype=torch.float32).to(device)
         layer(torch.ones(1, 16, device=device))
     except Exception as err:  # any backend failure means the method cannot run here
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return f"bitsandbytes has no working backend for this {device.upper()} ({first})"
+        return f"bitsandbytes has no working backend for this {device.upper()} ({first_line(err)})"
     return None

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, validation_message
 from codepeft.generation.settings import GenerationSettings
 
 
@@ -187,14 +187,8 @@ def _normalize_arms(value: Any) -> Any:
 
 
 def _first_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key: remove it or check its spelling (see docs/study.md)"
-    elif first["type"] == "missing":
-        message = "missing: the study needs it"
-    return f"{where}: {message}" if where else message
+    return validation_message(err, unknown="unknown key: remove it or check its spelling (see docs/study.md)",
+                              missing="missing: the study needs it")
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import gc
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 
 from codepeft.errors import CodepeftError
 from codepeft.provenance import environment
-from codepeft.rundir import METRICS, read_json, write_json
+from codepeft.rundir import METRICS, RunDir, read_json, write_json
 from codepeft.study.config import StudyConfig, dump_study
 from codepeft.study.runs import (
     STUDY_INDEX,
@@ -217,7 +216,7 @@ class StudyRunner:
         if state is not None and state.get("key") != spec.key:
             raise CodepeftError(f"run directory {run_dir} holds a different run: move it away or rerun with --force")
         if self.force and run_dir.exists():
-            shutil.rmtree(run_dir)
+            RunDir(run_dir).wipe()
             state = None
         if state is not None and state.get("status") == "done" and self._scored(run_dir, spec, state):
             self.on_event(RunEvent(spec, "done", cached=True, score=primary_score(run_dir, spec)))

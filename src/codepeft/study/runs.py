@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from codepeft.data.base import Task
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, validation_message
 from codepeft.generation.settings import GenerationSettings
 from codepeft.provenance import sha256_json
 from codepeft.rundir import read_json, write_json
@@ -219,10 +219,8 @@ def _training(config: StudyConfig, arm: str, seed: int) -> dict[str, Any]:
     try:
         return TrainSettings(**merged).model_dump(mode="json")
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = "unknown key: remove it or check its spelling" if first["type"] == "extra_forbidden" else first["msg"]
-        raise CodepeftError(f"training settings of arm {arm!r}: {where}: {message}") from None
+        message = validation_message(err, unknown="unknown key: remove it or check its spelling")
+        raise CodepeftError(f"training settings of arm {arm!r}: {message}") from None
 
 
 def read_run_state(run_dir: Path) -> dict[str, Any] | None:

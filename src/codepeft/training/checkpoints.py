@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from codepeft.errors import CodepeftError
-from codepeft.rundir import writing
+from codepeft.errors import CodepeftError, first_line
+from codepeft.rundir import replacing
 
 PREFIX = "step-"
 STATE = "state.json"
@@ -52,17 +52,12 @@ def save_checkpoint(root: Path, step: int, model: Any, optimizer: Any, scheduler
 
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:07d}"
-    tmp = root / f".tmp-{PREFIX}{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with writing(final, cleanup=tmp):
+    with replacing(final) as tmp:
         tmp.mkdir()
         torch.save(trainable_state(model), tmp / "trainable.pt")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
                    tmp / "optimizer.pt")
         (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
     for old in complete_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -94,7 +89,7 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> d
         scheduler.load_state_dict(extra["scheduler"])
         _set_rng_state(extra["rng"])
     except Exception as err:  # any unreadable piece makes the checkpoint unusable
-        first = (str(err).splitlines() or [type(err).__name__])[0][:160]
+        first = first_line(err, 160)
         raise CodepeftError(
             f"checkpoint {path} is corrupted ({first}): delete it to resume from an earlier one, "
             "or pass --no-resume to start over"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 from codepeft.errors import CodepeftError
 from codepeft.models.adapters import save_adapter
-from codepeft.rundir import write_json, writing
+from codepeft.rundir import CONFIG, RunDir, write_json, writing
 from codepeft.training.checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint
 from codepeft.training.costs import CostMeter, count_parameters, reset_peak_memory
 from codepeft.training.data import (
@@ -142,23 +141,14 @@ class _Run:
 
 def _check_output(run: _Run) -> bool:
     """Whether to resume; refuses to mix a different run's checkpoints or to overwrite a finished run."""
-    out = run.output_dir
-    config_path = out / "config.json"
-    if not config_path.exists():
+    out = RunDir(run.output_dir)
+    if not out.has(CONFIG):
         return False
-    try:
-        previous = json.loads(config_path.read_text())
-    except json.JSONDecodeError:
-        previous = {}
-    if previous.get("finished") and not run.settings.force:
-        raise CodepeftError(f"{out} holds a finished training run: pass --force to retrain or choose another --output")
+    previous = out.read(CONFIG) or {}  # an unreadable config (killed write) is a run with nothing in common
+    out.refuse_finished(bool(previous.get("finished")), run.settings.force, "holds a finished training run",
+                        "pass --force to retrain or choose another --output")
     if run.settings.force or not run.settings.resume:
-        for name in (CHECKPOINTS, ADAPTER, LOG, COSTS):
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        out.clear(CHECKPOINTS, ADAPTER, LOG, COSTS)
         return False
     same = {k: previous.get(k) for k in ("model", "data", "method", "params")} == {
         k: run.config[k] for k in ("model", "data", "method", "params")
