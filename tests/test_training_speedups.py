@@ -208,3 +208,38 @@ def test_keep_freed_memory_stops_page_faults_on_reused_blocks():
     assert faults["default"] > 30 * pages_per_cycle  # every cycle maps fresh pages
     # the heap grows once (by up to its 256 MiB top pad, depending on where the block lands), then is reused
     assert faults["keep"] < 8 * pages_per_cycle
+
+
+def test_a_diverged_run_still_undoes_every_speed_up(tiny_causal_dir, memo, tmp_path, monkeypatch):
+    """The divergence error ends the run inside the recipe: the fused layers, the attention and glibc's
+    malloc settings are restored all the same (speedups.py undoes them in ``finally``)."""
+    from codepeft.training import loop, speedups
+
+    calls: list[str] = []
+    monkeypatch.setattr(speedups, "restore_malloc_defaults", lambda: calls.append("malloc") or True)
+    original = loop._Recipe.account
+    monkeypatch.setattr(loop._Recipe, "account", lambda self, loss, *rest: original(self, float("nan"), *rest))
+    settings = TrainSettings(max_steps=3, batch_size=4, dtype="float32", val_limit=2, keep_freed_memory=True,
+                             fused_lora=True, packed_attention="per-example")
+    captured = {}
+    wrap = speedups.apply_speedups
+
+    def spy(model, *args):
+        captured["model"] = model
+        captured["layers"] = wrap(model, *args)
+        return captured["layers"]
+
+    monkeypatch.setattr(loop, "apply_speedups", spy)
+    with pytest.raises(CodepeftError, match="training diverged at step 1"):
+        train(tiny_causal_dir, f"jsonl:{memo}", "lora", {"r": 2}, tmp_path / "run", settings)
+    assert captured["layers"], "the fused LoRA layers were applied"
+    assert all("forward" not in layer.__dict__ for layer in captured["layers"])  # peft's own forward again
+    assert captured["model"].get_base_model().config._attn_implementation == "sdpa"
+    assert calls == ["malloc"]
+
+
+def test_full_fine_tuning_is_a_property_of_the_method():
+    from codepeft.methods import get_method
+
+    assert get_method("full").trains_base_weights
+    assert not any(get_method(name).trains_base_weights for name in ("lora", "dora", "ia3", "prompt-tuning"))

@@ -88,6 +88,23 @@ def _in_query_order(run_dir: Path, ids: Sequence[str]) -> None:
     write_jsonl(path, [records[i] for i in ids if i in records])
 
 
+def _prompt_method(method: str) -> Any:
+    arm = get_method(method)
+    if arm.kind != "prompt":
+        raise CodepeftError(
+            f"method {method!r} trains a model: run `codepeft train --method {method}` and evaluate with --adapter DIR"
+        )
+    return arm
+
+
+def _model_labels(model: str | LoadedModel, adapter: str | Path | None, dtype: str) -> tuple[str, str | None, str]:
+    """Model spec, adapter and dtype as the run's request records them."""
+    if isinstance(model, LoadedModel):  # already loaded: its own spec, adapter and dtype are what ran
+        label = str(adapter) if adapter else model.identity.get("adapter")
+        return model.identity.get("spec", "?"), label, model.identity.get("dtype", dtype)
+    return str(model), str(adapter) if adapter else None, dtype
+
+
 def _resolve_task(task: str | Task, data_dir: Path | str | None) -> tuple[Task, str]:
     if isinstance(task, Task):
         return task, task.name
@@ -119,24 +136,14 @@ def evaluate(
         raise CodepeftError(f"limit must be at least 1 (got {limit}): pass a positive --limit")
     task_obj, task_spec = _resolve_task(task, data_dir)
     task_obj.check_split(split)
-    arm = get_method(method)
-    if arm.kind != "prompt":
-        raise CodepeftError(
-            f"method {method!r} trains a model: run `codepeft train --method {method}` and evaluate with --adapter DIR"
-        )
+    arm = _prompt_method(method)
     params = arm.params(method_params)
-    queries: list[Example] = task_obj.load(split)
-    if limit is not None:
-        queries = queries[:limit]
+    queries = task_obj.load(split)[:limit]
     if not queries:
         raise CodepeftError(f"data set {task_spec!r} split {split!r} has no examples: choose another split")
     ids = [q.id for q in queries]
     zero_shot = method == "zero-shot"
-    if isinstance(model, LoadedModel):  # already loaded: its own spec, adapter and dtype are what ran
-        model_spec, dtype = model.identity.get("spec", "?"), model.identity.get("dtype", dtype)
-        adapter_label = str(adapter) if adapter else model.identity.get("adapter")
-    else:
-        model_spec, adapter_label = str(model), str(adapter) if adapter else None
+    model_spec, adapter_label, dtype = _model_labels(model, adapter, dtype)
     request = _request(model_spec, task_spec, split, method, params.model_dump(mode="json"), settings, limit,
                        adapter_label, None if zero_shot else pool_split, dtype)
     done = _prepare_run_dir(run_dir, request, ids, force)
@@ -147,18 +154,10 @@ def evaluate(
         return run_dir
 
     if isinstance(model, LoadedModel):
-        loaded = model
-        if adapter is not None:
-            loaded = attach_adapter(loaded, adapter, merge=False)
+        loaded = model if adapter is None else attach_adapter(model, adapter, merge=False)
     else:
         loaded = load_model(model, dtype=dtype, adapter=adapter, threads=threads)
-
-    checksums = {f"{task_spec}:{split}": task_obj.data_checksum(split)}
-    pool: list[Example] = []
-    if not zero_shot:
-        task_obj.check_split(pool_split)
-        pool = task_obj.load(pool_split)
-        checksums[f"{task_spec}:{pool_split}"] = task_obj.data_checksum(pool_split)
+    pool, checksums = _pool_and_checksums(task_obj, task_spec, split, None if zero_shot else pool_split)
     budget = loaded.context_length - settings.max_new_tokens
     if budget < 1:
         raise CodepeftError(
@@ -187,22 +186,40 @@ def evaluate(
     write_json(run_dir / CONFIG, config)
     write_json(run_dir / ENVIRONMENT, environment(seed=settings.seed, data_checksums=checksums))
 
+    _generate_missing(loaded, task_obj, todo, prompts, settings, run_dir, (len(done), len(queries)), progress)
+    _in_query_order(run_dir, ids)
+    return run_dir
+
+
+def _pool_and_checksums(task: Task, task_spec: str, split: str,
+                        pool_split: str | None) -> tuple[list[Example], dict[str, str]]:
+    """The demonstration pool (empty for zero-shot) and the checksums of the splits the run reads."""
+    checksums = {f"{task_spec}:{split}": task.data_checksum(split)}
+    if pool_split is None:
+        return [], checksums
+    task.check_split(pool_split)
+    checksums[f"{task_spec}:{pool_split}"] = task.data_checksum(pool_split)
+    return task.load(pool_split), checksums
+
+
+def _generate_missing(loaded: LoadedModel, task: Task, todo: list[Example], prompts: list[Any],
+                      settings: GenerationSettings, run_dir: Path, counts: tuple[int, int],
+                      progress: ProgressCallback | None) -> None:
+    """Generate for ``todo``, appending each finished batch to the run directory (so a kill keeps it)."""
     stops = stop_strings(loaded, settings)
-    finished = len(done)
+    finished, total = counts
     if progress:
-        progress(finished, len(queries))
+        progress(finished, total)
 
     def save_batch(indices: list[int], batch: list[Generated]) -> None:
         nonlocal finished
-        records = [_record(task_obj, todo[i], prompts[i], g, stops) for i, g in zip(indices, batch, strict=True)]
+        records = [_record(task, todo[i], prompts[i], g, stops) for i, g in zip(indices, batch, strict=True)]
         append_generations(run_dir, records)
         finished += len(records)
         if progress:
-            progress(finished, len(queries))
+            progress(finished, total)
 
     generate(loaded, [p.text for p in prompts], settings, on_batch=save_batch)
-    _in_query_order(run_dir, ids)
-    return run_dir
 
 
 def _record(task: Task, example: Example, prompt: Any, generated: Generated, stops: Sequence[str]) -> dict[str, Any]:

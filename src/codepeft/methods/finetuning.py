@@ -75,6 +75,8 @@ class TrainMethod(Method):
     mergeable: ClassVar[bool] = True
     #: the adapter layers may compute in a bf16 base's dtype under autocast (fp32 weights kept as master copy)
     bf16_compute: ClassVar[bool] = False
+    #: trains the base model's own weights (full fine-tuning): fp32 master weights, bf16 autocast on a bf16 base
+    trains_base_weights: ClassVar[bool] = False
 
     def check_supported(self, loaded: Any) -> None:
         """Raise a one-line error when this method cannot train ``loaded`` (or cannot run here)."""
@@ -271,6 +273,7 @@ class Full(TrainMethod):
     description = "Every weight of the model is trained (the costly upper reference)."
     Params = FullParams
     mergeable = False
+    trains_base_weights = True
 
     def wrap(self, loaded, params):
         import torch
