@@ -54,7 +54,7 @@ class ArmSpec(StrictModel):
     generation: dict[str, Any] = Field(default_factory=dict, description="generation settings for this arm only")
 
 
-class Limits(StrictModel):
+class StudyLimits(StrictModel):
     """What keeps a study small: test subset, training subset, step cap."""
 
     test_size: int | None = Field(None, ge=1, description="first N test examples (None: all)")
@@ -79,7 +79,7 @@ class StudyConfig(StrictModel):
     datasets: list[DatasetSpec] = Field(min_length=1)
     arms: dict[str, ArmSpec] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    limits: Limits = Field(default_factory=Limits)
+    limits: StudyLimits = Field(default_factory=StudyLimits)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     training: dict[str, Any] = Field(default_factory=dict, description="training settings for every train arm")
     metrics: list[Literal["em", "codebleu", "bleu", "passk"]] | None = Field(

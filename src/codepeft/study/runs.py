@@ -17,18 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from codepeft.data.base import Task
 from codepeft.errors import CodepeftError, validation_message
 from codepeft.generation.settings import GenerationSettings
 from codepeft.provenance import sha256_json
 from codepeft.rundir import read_json, write_json
 from codepeft.study.config import DatasetSpec, StudyConfig
+from codepeft.training.settings import TrainSettings
 
 RUN_FILE = "run.json"
 STUDY_INDEX = "study.json"
 RUN_FORMAT = 1
-Status = Literal["queued", "training", "generating", "scoring", "done", "failed"]
-STATUSES: tuple[Status, ...] = ("queued", "training", "generating", "scoring", "done", "failed")
+RunStatus = Literal["queued", "training", "generating", "scoring", "done", "failed"]
 
 
 @dataclass
@@ -51,7 +53,7 @@ class RunSpec:
     method: str
     kind: Literal["prompt", "train"]
     params: dict[str, Any]
-    training: dict[str, Any] | None
+    training: TrainSettings | None  #: validated once, at planning; passed to ``train`` as it is
     generation: GenerationSettings
     seed: int
     test_size: int | None
@@ -108,7 +110,7 @@ def run_key(spec: RunSpec) -> dict[str, Any]:
     if spec.kind == "train":
         key["dataset"].update(train_split=dataset.train_split, validation_split=dataset.validation_split,
                               train_checksum=spec.dataset.checksums.get(dataset.train_split))
-        key["training"] = spec.training
+        key["training"] = spec.training.model_dump(mode="json") if spec.training else None
     elif spec.method != "zero-shot":
         split = dataset.demonstration_split
         key["dataset"].update(pool_split=split, pool_checksum=spec.dataset.checksums.get(split))
@@ -210,14 +212,10 @@ def plan_runs(config: StudyConfig, data_dir: Path | None = None, check_models: b
     return runs
 
 
-def _training(config: StudyConfig, arm: str, seed: int) -> dict[str, Any]:
-    from pydantic import ValidationError
-
-    from codepeft.training.settings import TrainSettings
-
+def _training(config: StudyConfig, arm: str, seed: int) -> TrainSettings:
     merged = config.training_for(arm, seed)
     try:
-        return TrainSettings(**merged).model_dump(mode="json")
+        return TrainSettings(**merged)
     except ValidationError as err:
         message = validation_message(err, unknown="unknown key: remove it or check its spelling")
         raise CodepeftError(f"training settings of arm {arm!r}: {message}") from None
