@@ -84,7 +84,7 @@ def model_shape(adapter_dir: Path) -> dict[str, int]:
     import torch
 
     from codepeft.models import load_model
-    from codepeft.training.adapters import read_adapter_meta
+    from codepeft.models.adapters import read_adapter_meta
 
     meta = read_adapter_meta(adapter_dir)
     loaded = load_model(meta["base"]["path"], dtype="bfloat16")

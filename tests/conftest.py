@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny import save_tiny
+from tiny import save_tiny, write_memorisable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,3 +56,9 @@ def real_home() -> Path:
     path = Path(os.environ.get("CODEPEFT_SLOW_HOME") or REPO / ".venv" / "codepeft-home")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def memo(tmp_path_factory) -> Path:
+    """The memorisable JSONL data set of ``tiny.write_memorisable`` (read-only, shared by the session)."""
+    return write_memorisable(tmp_path_factory.mktemp("memo") / "memo.jsonl")

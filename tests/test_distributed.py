@@ -12,27 +12,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_methods import write_memorisable
-
+DDP_CHECK = Path(__file__).with_name("ddp_check.py")  # the script each process runs
 SETTINGS = {"max_steps": 4, "batch_size": 4, "grad_accum": 2, "eval_every": 2, "dtype": "float32",
             "val_limit": None, "threads": 1, "log_every": 1}
 
 
 def run(tmp: Path, model: Path, data: Path, processes: int) -> Path:
     out = tmp / f"p{processes}"
-    command = [sys.executable, "-m", "codepeft.training.ddp_check", str(out), str(model), f"jsonl:{data}",
-               json.dumps(SETTINGS)]
+    command = [sys.executable, str(DDP_CHECK), str(out), str(model), f"jsonl:{data}", json.dumps(SETTINGS)]
     if processes > 1:
         torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-        command = [torchrun, "--standalone", f"--nproc_per_node={processes}", "-m", *command[2:]]
+        command = [torchrun, "--standalone", f"--nproc_per_node={processes}", *command[1:]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
-def test_two_processes_match_one_on_the_same_global_batch(tiny_causal_dir, tmp_path):
-    data = write_memorisable(tmp_path / "memo.jsonl")
+def test_two_processes_match_one_on_the_same_global_batch(tiny_causal_dir, memo, tmp_path):
+    data = memo
     single = run(tmp_path, tiny_causal_dir, data, 1)
     double = run(tmp_path, tiny_causal_dir, data, 2)
 

@@ -12,9 +12,9 @@ from codepeft.cli import _load_commands, main
 from codepeft.data import get_task
 from codepeft.errors import CodepeftError
 from codepeft.generation import GenerationSettings, evaluate
-from codepeft.generation.evaluate import run_summary
-from codepeft.generation.records import read_generations
+from codepeft.metrics import run_summary
 from codepeft.models import load_model
+from codepeft.rundir import read_generations
 
 evaluate_module = importlib.import_module("codepeft.generation.evaluate")
 SETTINGS = GenerationSettings(max_new_tokens=8, batch_size=4)
@@ -85,9 +85,9 @@ def test_resume_after_a_kill_skips_finished_examples(tiny, data_dir, tmp_path, m
     prompted: list[int] = []
     real_generate = evaluate_module.generate
 
-    def counting(loaded, prompts, settings, on_batch=None):
+    def counting(loaded, prompts, settings, on_batch=None, **options):
         prompted.append(len(prompts))
-        return real_generate(loaded, prompts, settings, on_batch=on_batch)
+        return real_generate(loaded, prompts, settings, on_batch=on_batch, **options)
 
     monkeypatch.setattr(evaluate_module, "generate", counting)
     evaluate(tiny, "conala", run_dir=run_dir, limit=6, data_dir=data_dir, settings=SETTINGS)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -16,12 +14,6 @@ from codepeft.training.fused_lora import (
     restore_lora,
     use_fused_lora,
 )
-from test_methods import write_memorisable
-
-
-@pytest.fixture(scope="module")
-def memo(tmp_path_factory) -> Path:
-    return write_memorisable(tmp_path_factory.mktemp("memo") / "memo.jsonl")
 
 
 @pytest.mark.parametrize("p", [0.05, 0.3, 0.9])
@@ -179,3 +171,15 @@ def test_autocast_to_another_dtype_falls_back_to_peft(tiny_causal_dir, monkeypat
     assert not calls
     model(input_ids=ids, labels=ids).loss.backward()
     assert len(calls) == len(layers)
+
+
+def test_other_torch_or_peft_releases_fall_back_to_peft_with_a_logged_reason(tiny_causal_dir, monkeypatch, caplog):
+    from codepeft.training import fused_lora
+
+    _, model = _wrapped(tiny_causal_dir)
+    assert fused_lora.unverified_versions() is None  # the installed releases are the verified ones
+    monkeypatch.setitem(fused_lora.VERIFIED, "peft", "0.1")
+    with caplog.at_level("WARNING", logger=fused_lora.__name__):
+        assert use_fused_lora(model) == []
+    assert "verified on torch" in caplog.text and "peft 0.1.x" in caplog.text and "peft's own layers" in caplog.text
+    assert not any("forward" in m.__dict__ or PACKED in m.__dict__ for m in model.modules())

@@ -219,14 +219,12 @@ def test_a_failing_worker_is_one_line_with_its_log(fake_vllm, tiny_causal_dir, m
     shutil.rmtree(log.parent)  # a failed worker's files are kept for the user; this test's are not needed
 
 
-def test_lora_adapter_is_merged_once_into_a_cached_checkpoint(fake_vllm, tiny_causal_dir, data_dir, tmp_path):
+def test_lora_adapter_is_merged_once_into_a_cached_checkpoint(fake_vllm, tiny_causal_dir, data_dir, memo, tmp_path):
     import torch
     from safetensors.torch import load_file
 
     from codepeft.training import TrainSettings, train
-    from test_methods import write_memorisable
 
-    memo = write_memorisable(tmp_path / "memo.jsonl")
     result = train(str(tiny_causal_dir), f"jsonl:{memo}", "lora", None, tmp_path / "train",
                    TrainSettings(max_steps=2, batch_size=4, eval_every=2, dtype="float32", val_limit=None))
     settings = GenerationSettings(max_new_tokens=4, backend="auto")

@@ -1,6 +1,6 @@
 """The shared suite: every registered train method, on tiny random causal and seq2seq models.
 
-Each trains a few steps on a memorisable set and must: lower the validation loss, count exactly the
+Each trains a few steps on a memo set and must: lower the validation loss, count exactly the
 trainable parameters the method implies, save an adapter that reloads to the same validation
 loss, and generate with it exactly what a step-by-step greedy decode of the same model gives.
 """
@@ -14,30 +14,14 @@ import pytest
 import torch
 
 from codepeft.methods.finetuning import train_methods
+from codepeft.models.quantization import bitsandbytes_problem
 from codepeft.training import TrainSettings, train
 from codepeft.training.data import collate, tokenize_all
-from codepeft.training.hardware import bitsandbytes_problem
 
 METHODS = sorted(train_methods())
 # memorising 4 examples in a few steps needs larger steps than the defaults (meant for real data)
 TEST_LR = {"lora": 1e-2, "dora": 1e-2, "qlora-4bit": 1e-2, "qlora-8bit": 1e-2, "ia3": 1e-1,
            "prompt-tuning": 1e-1, "prefix-tuning": 3e-2, "full": 3e-3}
-INTENTS = ["add two numbers", "reverse a list", "read a json file", "sort a list"]
-CODES = ["a + b", "lst[::-1]", "json.load(open(path))", "sorted(lst)"]
-
-
-def write_memorisable(path: Path) -> Path:
-    rows = [{"id": f"t{i}", "intent": INTENTS[i % 4], "code": CODES[i % 4], "split": "train"} for i in range(8)]
-    rows += [{"id": f"v{i}", "intent": INTENTS[i], "code": CODES[i], "split": "validation"} for i in range(4)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-@pytest.fixture(scope="session")
-def memorisable(tmp_path_factory) -> Path:
-    return write_memorisable(tmp_path_factory.mktemp("data") / "memo.jsonl")
-
-
 @pytest.fixture(scope="session")
 def tiny_wide_causal_dir(tmp_path_factory) -> Path:
     """A tiny Llama 64 wide (bitsandbytes' CPU 4-bit kernels need widths divisible by 64) whose weights start
@@ -139,7 +123,7 @@ CASES = [(m, "causal") for m in METHODS] + [
 
 
 @pytest.mark.parametrize(("method", "kind"), CASES)
-def test_method_trains_saves_reloads_and_generates(method, kind, memorisable, tiny_seq2seq_dir, tiny_wide_causal_dir,
+def test_method_trains_saves_reloads_and_generates(method, kind, memo, tiny_seq2seq_dir, tiny_wide_causal_dir,
                                                    tmp_path):
     from codepeft.data import get_task
     from codepeft.data.prompts import build_prompt
@@ -156,9 +140,9 @@ def test_method_trains_saves_reloads_and_generates(method, kind, memorisable, ti
     if method in {"lora", "dora", "qlora-4bit", "qlora-8bit"}:
         params["r"] = 4
     settings = TrainSettings(max_steps=8, batch_size=4, eval_every=4, dtype="float32", val_limit=None)
-    result = train(str(model_dir), [f"jsonl:{memorisable}"], method, params, tmp_path / "run", settings)
+    result = train(str(model_dir), [f"jsonl:{memo}"], method, params, tmp_path / "run", settings)
 
-    # the loss falls on a memorisable set
+    # the loss falls on a memo set
     assert result.best_val_loss < result.initial_val_loss - 0.1, (result.initial_val_loss, result.val_losses)
     assert result.val_losses[-1][1] <= result.val_losses[0][1]
     # trainable parameters are exactly what the method implies for this base model
@@ -170,21 +154,21 @@ def test_method_trains_saves_reloads_and_generates(method, kind, memorisable, ti
     # the saved adapter reloads to the model that scored the best validation loss
     # (a QLoRA adapter was trained on the quantised base and is evaluated on it)
     loaded = load_model(model_dir, dtype="float32", adapter=result.adapter_dir, quantization=quantization)
-    assert validation_loss(loaded, memorisable) == pytest.approx(result.best_val_loss, rel=2e-3)
+    assert validation_loss(loaded, memo) == pytest.approx(result.best_val_loss, rel=2e-3)
 
     # generation with the adapter: generate() gives what step-by-step greedy decoding gives
-    task = get_task(f"jsonl:{memorisable}")
+    task = get_task(f"jsonl:{memo}")
     example = task.load("validation")[1]
     prompt = build_prompt(task, example, loaded.tokenizer, loaded.style)
     generated = generate(loaded, [prompt, "x"], GenerationSettings(max_new_tokens=6, batch_size=2))
     assert generated[0].texts[0] == greedy_by_hand(loaded, prompt, 6)
 
 
-def test_qlora_4bit_on_a_narrow_model_says_why(tiny_causal_dir, memorisable, tmp_path):
+def test_qlora_4bit_on_a_narrow_model_says_why(tiny_causal_dir, memo, tmp_path):
     from codepeft.errors import CodepeftError
 
     if bitsandbytes_problem() or torch.cuda.is_available():
         pytest.skip("only the CPU path has the width limit")
     with pytest.raises(CodepeftError, match="divisible by 64"):
-        train(str(tiny_causal_dir), [f"jsonl:{memorisable}"], "qlora-4bit", {}, tmp_path / "run",
+        train(str(tiny_causal_dir), [f"jsonl:{memo}"], "qlora-4bit", {}, tmp_path / "run",
               TrainSettings(max_steps=1, dtype="float32"))

@@ -214,7 +214,7 @@ def test_adapter_is_attached_through_load_model(tiny_causal_dir, tmp_path):
 
     from codepeft.generation import GenerationSettings, generate
     from codepeft.models import find_target_modules
-    from codepeft.training.adapters import save_adapter
+    from codepeft.models.adapters import save_adapter
 
     base = load_model(tiny_causal_dir, dtype="float32")
     targets = find_target_modules(base.model)

@@ -122,7 +122,7 @@ def _jsonl_task(tmp_path):
 def _check_records(run_dir, method, params, tiny_causal_dir):
     from transformers import AutoTokenizer
 
-    from codepeft.generation.records import read_generations
+    from codepeft.rundir import read_generations
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_causal_dir)
     records = read_generations(run_dir).records
@@ -153,10 +153,10 @@ def test_rag_and_icl_on_top_of_an_adapter(tiny_causal_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     from codepeft.generation.evaluate import evaluate
-    from codepeft.generation.records import read_json
     from codepeft.generation.settings import GenerationSettings
     from codepeft.models import load_model
-    from codepeft.training.adapters import save_adapter
+    from codepeft.models.adapters import save_adapter
+    from codepeft.rundir import read_json
 
     loaded = load_model(str(tiny_causal_dir))
     lora = get_peft_model(loaded.model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
@@ -171,9 +171,9 @@ def test_rag_and_icl_on_top_of_an_adapter(tiny_causal_dir, tmp_path):
 
 def test_evaluate_drops_demonstrations_when_the_context_is_small(tiny_causal_dir, tmp_path):
     from codepeft.generation.evaluate import evaluate
-    from codepeft.generation.records import read_generations
     from codepeft.generation.settings import GenerationSettings
     from codepeft.models import load_model
+    from codepeft.rundir import read_generations
 
     loaded = load_model(str(tiny_causal_dir))
     task = _jsonl_task(tmp_path)

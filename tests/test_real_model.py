@@ -9,9 +9,9 @@ import pytest
 
 from codepeft.data import get_task
 from codepeft.generation import GenerationSettings, evaluate, generate
-from codepeft.generation.records import read_generations
 from codepeft.methods.prompting import build_prompts
 from codepeft.models import find_target_modules, load_model, resolve_model_path
+from codepeft.rundir import read_generations
 
 pytestmark = pytest.mark.slow
 

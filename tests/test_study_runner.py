@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from codepeft.cli import main
-from codepeft.generation.records import append_generations, write_json
+from codepeft.rundir import append_generations, write_json
 
 ROWS = [("train" if i < 12 else "validation" if i < 16 else "test", i) for i in range(22)]
 

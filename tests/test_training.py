@@ -10,17 +10,14 @@ import pytest
 import torch
 
 from codepeft.cli import main
+from codepeft.data import get_task
 from codepeft.errors import CodepeftError
+from codepeft.models import load_model
 from codepeft.training import TrainSettings, train
 from codepeft.training.data import collate, epoch_order, tokenize_all
-from test_methods import write_memorisable
 
 FAST = {"max_steps": 4, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None}
 
-
-@pytest.fixture(scope="module")
-def memo(tmp_path_factory) -> Path:
-    return write_memorisable(tmp_path_factory.mktemp("memo") / "memo.jsonl")
 
 
 def run_cli(args: list[str]) -> tuple[int, str, str]:
@@ -283,7 +280,7 @@ def test_bad_training_input_is_one_line(extra, message, tiny_causal_dir, memo, t
 
 
 def test_method_the_model_does_not_support_is_one_line(tiny_causal_dir, memo, tmp_path):
-    from codepeft.training.hardware import bitsandbytes_problem
+    from codepeft.models.quantization import bitsandbytes_problem
 
     if bitsandbytes_problem() or torch.cuda.is_available():
         pytest.skip("the narrow-layer limit is bitsandbytes' CPU path")
@@ -383,9 +380,14 @@ def test_bf16_adapters_train_with_fp32_master_weights(tiny_causal_dir, memo, tmp
 
 
 def test_attention_pairs_are_counted(tiny_causal_dir, memo, tmp_path):
+    """4 steps of 4 over the 8 training examples: each is seen twice, and attends to its own prefix only."""
     result = train(tiny_causal_dir, f"jsonl:{memo}", "lora", None, tmp_path / "run", TrainSettings(**FAST))
     costs = json.loads((tmp_path / "run" / "costs.json").read_text())
-    assert costs["tokens_seen"] <= costs["attention_pairs"] <= costs["tokens_seen"] * 512
+    task = get_task(f"jsonl:{memo}")
+    items = tokenize_all(task, task.load("train"), load_model(tiny_causal_dir), TrainSettings().max_length)
+    assert len(items) == 8
+    assert costs["tokens_seen"] == 2 * sum(item.real_tokens for item in items)
+    assert costs["attention_pairs"] == 2 * sum(item.length * (item.length + 1) // 2 for item in items)
     assert result.costs["attention_pairs"] == costs["attention_pairs"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -75,3 +76,17 @@ def save_tiny(directory: Path, kind: str = "causal", chat: bool = True) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+MEMO_INTENTS = ["add two numbers", "reverse a list", "read a json file", "sort a list"]
+MEMO_CODES = ["a + b", "lst[::-1]", "json.load(open(path))", "sorted(lst)"]
+
+
+def write_memorisable(path: Path) -> Path:
+    """A JSONL data set of 4 short intent -> code pairs (8 train rows, 4 validation) a tiny model can memorise."""
+    rows = [{"id": f"t{i}", "intent": MEMO_INTENTS[i % 4], "code": MEMO_CODES[i % 4], "split": "train"}
+            for i in range(8)]
+    rows += [{"id": f"v{i}", "intent": MEMO_INTENTS[i], "code": MEMO_CODES[i], "split": "validation"}
+             for i in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

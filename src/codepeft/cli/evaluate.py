@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from codepeft.cli.app import app, console, out
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, validation_message
 
 
 def parse_params(pairs: list[str] | None) -> dict[str, object]:
@@ -34,9 +34,8 @@ def build_settings(**fields: object) -> object:
     try:
         return GenerationSettings(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise CodepeftError(f"generation settings: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+        message = validation_message(err, default_where="settings", plain=True)
+        raise CodepeftError(f"generation settings: {message}") from None
 
 
 def default_run_dir(model: str, dataset: str, method: str) -> Path:
@@ -81,8 +80,8 @@ def evaluate(
     Example: codepeft evaluate --model smollm2-135m --dataset conala --limit 20
     """
     from codepeft.generation.evaluate import evaluate as run_evaluate
-    from codepeft.generation.evaluate import run_summary
     from codepeft.home import default_data_dir
+    from codepeft.metrics import run_summary
 
     if strategy == "beam" and num_beams is None:
         num_beams = n

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from codepeft.cli.app import app, console
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, validation_message
 from codepeft.mining.pipeline import MineSettings, MiningSummary, mine, summary_path, write_dataset
 from codepeft.mining.split import parse_fractions
 
@@ -85,9 +85,8 @@ def mine_command(
                                 include_tests=include_tests, include_private=include_private, workers=workers,
                                 verify_doctests=verify_doctests)
     except ValidationError as err:
-        first = err.errors()[0]
-        name = str(first["loc"][0]).replace("_", "-") if first["loc"] else "option"
-        raise CodepeftError(f"--{name}: {first['msg']}; see `codepeft mine --help`") from err
+        message = validation_message(err, flags=True, default_where="option")
+        raise CodepeftError(f"{message}; see `codepeft mine --help`") from err
     records, summary = mine(target, settings)
     for skipped in summary.skipped_files[:10]:
         console.print(f"[yellow]skipped[/] {skipped['file']}: {skipped['reason'].replace('_', ' ')} "

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from codepeft.cli.app import app, console, out
 from codepeft.cli.evaluate import parse_params
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, validation_message
 
 
 def build_train_settings(**fields: object) -> object:
@@ -21,9 +21,8 @@ def build_train_settings(**fields: object) -> object:
     try:
         return TrainSettings(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise CodepeftError(f"training settings: --{where.replace('_', '-')}: {first['msg']}") from None
+        raise CodepeftError(f"training settings: {validation_message(err, flags=True, default_where='settings')}") \
+            from None
 
 
 @app.command()
@@ -88,7 +87,7 @@ def merge(
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16")] = "auto",
 ) -> None:
     """Fold an adapter into its base model's weights and save the merged model (loads like any model)."""
-    from codepeft.training.adapters import merge_adapter
+    from codepeft.models import merge_adapter
 
     out.print(str(merge_adapter(adapter, output, base=base, dtype=dtype)))
 

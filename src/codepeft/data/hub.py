@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from codepeft.data.base import Example, Task
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, first_line
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -42,7 +42,7 @@ def load_hub_dataset(hub_id: str, split: str, config: str | None = None) -> Any:
 
         return datasets.load_dataset(hub_id, config, split=split)
     except Exception as err:  # any hub, network or loading-script failure is the same user problem
-        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        reason = first_line(err, 160)
         raise CodepeftError(f"cannot load data set {hub_id!r} (split {split!r}) from the Hugging Face hub "
                             f"({reason}): {fix}") from err
 
@@ -54,7 +54,8 @@ def read_json_list(path: Path) -> list[dict[str, Any]]:
         with _open_text(path) as handle:
             data = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as err:
-        raise CodepeftError(f"data file {path} is not valid JSON ({_short(err)}): fix or replace the file") from err
+        reason = first_line(err, 120)
+        raise CodepeftError(f"data file {path} is not valid JSON ({reason}): fix or replace the file") from err
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
         raise CodepeftError(f"data file {path} must hold a JSON list of objects: fix or replace the file")
     return data
@@ -72,14 +73,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise CodepeftError(f"data file {path} line {number} is not valid JSON ({_short(err)}): "
+                    raise CodepeftError(f"data file {path} line {number} is not valid JSON ({first_line(err, 120)}): "
                                         "fix the line or the file") from err
                 if not isinstance(row, dict):
                     raise CodepeftError(f"data file {path} line {number} is not a JSON object: "
                                         "write one object per line")
                 rows.append(row)
     except (UnicodeDecodeError, OSError, EOFError) as err:
-        raise CodepeftError(f"data file {path} cannot be read ({_short(err)}): fix or replace the file") from err
+        reason = first_line(err, 120)
+        raise CodepeftError(f"data file {path} cannot be read ({reason}): fix or replace the file") from err
     return rows
 
 
@@ -120,11 +122,6 @@ def _open_text(path: Path):
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8")
     return path.open(encoding="utf-8")
-
-
-def _short(err: Exception) -> str:
-    return str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-
 
 class CachedTask(Task):
     """A task that reads each split once per instance, validates its options and refuses empty splits.

@@ -20,7 +20,6 @@ from typing import Any, Literal
 from codepeft.data.base import Example, Task
 
 PromptStyle = Literal["chat", "instruction", "seq2seq"]
-PROMPT_STYLES: tuple[PromptStyle, ...] = ("chat", "instruction", "seq2seq")
 
 INSTRUCTION_HEADER = "### Instruction:\n"
 RESPONSE_HEADER = "### Response:\n"

@@ -9,8 +9,6 @@ Scoring is a separate step over this directory (``codepeft score``).
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,20 +16,26 @@ from typing import Any
 from codepeft.data.base import Example, Task, get_task
 from codepeft.data.postprocess import cut_at_stop
 from codepeft.errors import CodepeftError
-from codepeft.generation.backends import choose_backend
+from codepeft.generation.backends import BackendChoice, choose_backend
 from codepeft.generation.generate import Generated, generate, stop_strings
-from codepeft.generation.records import (
+from codepeft.generation.settings import GenerationSettings
+from codepeft.generation.vllm_backend import load_for_backend
+from codepeft.methods import get_method
+from codepeft.methods.prompting import build_prompts
+from codepeft.models import LoadedModel, attach_adapter
+from codepeft.provenance import environment
+from codepeft.rundir import (
     CONFIG,
     ENVIRONMENT,
     GENERATIONS,
+    METRICS,
+    RunDir,
     append_generations,
     read_generations,
     read_json,
     write_json,
+    write_jsonl,
 )
-from codepeft.generation.settings import GenerationSettings
-from codepeft.generation.vllm_backend import load_for_backend
-from codepeft.models.loading import LoadedModel
 
 #: Evaluation decodes in fp32 by default: in bf16, batched greedy output differs from batch-of-one
 #: output on about half of CoNaLa prompts (see docs/generation.md), so results would depend on the batch size.
@@ -53,22 +57,15 @@ def _request(model_spec: str, task_spec: str, split: str, method: str, params: d
             "generation": generation, "limit": limit, "adapter": adapter, "pool_split": pool_split, "dtype": dtype}
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [k for k in keys if json.dumps(old.get(k), sort_keys=True, default=str) !=
-            json.dumps(new.get(k), sort_keys=True, default=str)]
-
-
 def _prepare_run_dir(run_dir: Path, request: dict[str, Any], ids: Sequence[str], force: bool) -> set[str]:
     """Ids already generated for this exact request; wipes or refuses a run with another request."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    generations = run_dir / GENERATIONS
-    config_path = run_dir / CONFIG
+    run = RunDir(run_dir)
+    generations = run / GENERATIONS
     if not generations.exists():
         return set()
-    if config_path.exists():
-        existing = read_json(config_path).get("request", {})
-        changed = _differences(existing, request)
+    if run.has(CONFIG):
+        changed = RunDir.changed(read_json(run / CONFIG).get("request", {}), request)
     else:
         changed = ["config.json (missing)"]
     if changed and not force:
@@ -77,31 +74,39 @@ def _prepare_run_dir(run_dir: Path, request: dict[str, Any], ids: Sequence[str],
             "pass --force to overwrite it or choose another --run-dir"
         )
     if changed:
-        generations.unlink()
-        (run_dir / "metrics.json").unlink(missing_ok=True)
+        run.clear(GENERATIONS, METRICS)
         return set()
     loaded = read_generations(generations) if generations.stat().st_size else None
     records = loaded.records if loaded else []
     wanted = set(ids)
     kept = [r for r in records if r["id"] in wanted]
     if loaded is not None and (loaded.truncated or len(kept) != len(records)):
-        _rewrite(generations, kept)  # a killed run's half line must not sit in the middle of the file
+        write_jsonl(generations, kept)  # a killed run's half line must not sit in the middle of the file
     return {r["id"] for r in kept}
-
-
-def _rewrite(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def _in_query_order(run_dir: Path, ids: Sequence[str]) -> None:
     """Put the finished file in data-set order (batches finish longest prompt first)."""
     path = run_dir / GENERATIONS
     records = {r["id"]: r for r in read_generations(path).records}
-    _rewrite(path, [records[i] for i in ids if i in records])
+    write_jsonl(path, [records[i] for i in ids if i in records])
+
+
+def _prompt_method(method: str) -> Any:
+    arm = get_method(method)
+    if arm.kind != "prompt":
+        raise CodepeftError(
+            f"method {method!r} trains a model: run `codepeft train --method {method}` and evaluate with --adapter DIR"
+        )
+    return arm
+
+
+def _model_labels(model: str | LoadedModel, adapter: str | Path | None, dtype: str) -> tuple[str, str | None, str]:
+    """Model spec, adapter and dtype as the run's request records them."""
+    if isinstance(model, LoadedModel):  # already loaded: its own spec, adapter and dtype are what ran
+        label = str(adapter) if adapter else model.identity.get("adapter")
+        return model.identity.get("spec", "?"), label, model.identity.get("dtype", dtype)
+    return str(model), str(adapter) if adapter else None, dtype
 
 
 def _resolve_task(task: str | Task, data_dir: Path | str | None) -> tuple[Task, str]:
@@ -129,34 +134,20 @@ def evaluate(
     progress: ProgressCallback | None = None,
 ) -> Path:
     """Generate for ``task``'s ``split`` with a prompt ``method`` and write/resume the run directory."""
-    from codepeft.methods import get_method
-    from codepeft.methods.prompting import build_prompts
-    from codepeft.provenance import environment
-
     settings = settings or GenerationSettings()
     run_dir = Path(run_dir).expanduser()
     if limit is not None and limit < 1:
         raise CodepeftError(f"limit must be at least 1 (got {limit}): pass a positive --limit")
     task_obj, task_spec = _resolve_task(task, data_dir)
     task_obj.check_split(split)
-    arm = get_method(method)
-    if arm.kind != "prompt":
-        raise CodepeftError(
-            f"method {method!r} trains a model: run `codepeft train --method {method}` and evaluate with --adapter DIR"
-        )
+    arm = _prompt_method(method)
     params = arm.params(method_params)
-    queries: list[Example] = task_obj.load(split)
-    if limit is not None:
-        queries = queries[:limit]
+    queries = task_obj.load(split)[:limit]
     if not queries:
         raise CodepeftError(f"data set {task_spec!r} split {split!r} has no examples: choose another split")
     ids = [q.id for q in queries]
     zero_shot = method == "zero-shot"
-    if isinstance(model, LoadedModel):  # already loaded: its own spec, adapter and dtype are what ran
-        model_spec, dtype = model.identity.get("spec", "?"), model.identity.get("dtype", dtype)
-        adapter_label = str(adapter) if adapter else model.identity.get("adapter")
-    else:
-        model_spec, adapter_label = str(model), str(adapter) if adapter else None
+    model_spec, adapter_label, dtype = _model_labels(model, adapter, dtype)
     request = _request(model_spec, task_spec, split, method, params.model_dump(mode="json"), settings, limit,
                        adapter_label, None if zero_shot else pool_split, dtype)
     done = _prepare_run_dir(run_dir, request, ids, force)
@@ -167,21 +158,11 @@ def evaluate(
         return run_dir
 
     if isinstance(model, LoadedModel):
-        loaded = model
-        if adapter is not None:
-            from codepeft.models.loading import _attach
-
-            loaded = _attach(loaded, adapter, merge=False)
+        loaded = model if adapter is None else attach_adapter(model, adapter, merge=False)
         backend = choose_backend(settings.backend, loaded.identity)
     else:
         loaded, backend = load_for_backend(model, settings.backend, dtype=dtype, adapter=adapter, threads=threads)
-
-    checksums = {f"{task_spec}:{split}": task_obj.data_checksum(split)}
-    pool: list[Example] = []
-    if not zero_shot:
-        task_obj.check_split(pool_split)
-        pool = task_obj.load(pool_split)
-        checksums[f"{task_spec}:{pool_split}"] = task_obj.data_checksum(pool_split)
+    pool, checksums = _pool_and_checksums(task_obj, task_spec, split, None if zero_shot else pool_split)
     budget = loaded.context_length - settings.max_new_tokens
     if budget < 1:
         raise CodepeftError(
@@ -212,22 +193,41 @@ def evaluate(
     write_json(run_dir / ENVIRONMENT, {**environment(seed=settings.seed, data_checksums=checksums),
                                        "generation_backend": backend.record()})
 
+    _generate_missing(loaded, task_obj, todo, prompts, settings, run_dir, (len(done), len(queries)), progress,
+                      backend)
+    _in_query_order(run_dir, ids)
+    return run_dir
+
+
+def _pool_and_checksums(task: Task, task_spec: str, split: str,
+                        pool_split: str | None) -> tuple[list[Example], dict[str, str]]:
+    """The demonstration pool (empty for zero-shot) and the checksums of the splits the run reads."""
+    checksums = {f"{task_spec}:{split}": task.data_checksum(split)}
+    if pool_split is None:
+        return [], checksums
+    task.check_split(pool_split)
+    checksums[f"{task_spec}:{pool_split}"] = task.data_checksum(pool_split)
+    return task.load(pool_split), checksums
+
+
+def _generate_missing(loaded: LoadedModel, task: Task, todo: list[Example], prompts: list[Any],
+                      settings: GenerationSettings, run_dir: Path, counts: tuple[int, int],
+                      progress: ProgressCallback | None, backend: BackendChoice | None = None) -> None:
+    """Generate for ``todo``, appending each finished batch to the run directory (so a kill keeps it)."""
     stops = stop_strings(loaded, settings)
-    finished = len(done)
+    finished, total = counts
     if progress:
-        progress(finished, len(queries))
+        progress(finished, total)
 
     def save_batch(indices: list[int], batch: list[Generated]) -> None:
         nonlocal finished
-        records = [_record(task_obj, todo[i], prompts[i], g, stops) for i, g in zip(indices, batch, strict=True)]
+        records = [_record(task, todo[i], prompts[i], g, stops) for i, g in zip(indices, batch, strict=True)]
         append_generations(run_dir, records)
         finished += len(records)
         if progress:
-            progress(finished, len(queries))
+            progress(finished, total)
 
     generate(loaded, [p.text for p in prompts], settings, on_batch=save_batch, backend=backend)
-    _in_query_order(run_dir, ids)
-    return run_dir
 
 
 def _record(task: Task, example: Example, prompt: Any, generated: Generated, stops: Sequence[str]) -> dict[str, Any]:
@@ -245,18 +245,3 @@ def _record(task: Task, example: Example, prompt: Any, generated: Generated, sto
         "seconds": round(generated.seconds, 4),
     }
 
-
-def run_summary(run_dir: Path, ks: Sequence[int] = (1, 2, 5, 10)) -> dict[str, Any]:
-    """Examples generated and EM@k of a run directory (full scoring is ``codepeft score``)."""
-    from codepeft.metrics.exact_match import exact_match_at_k
-
-    config = read_json(Path(run_dir) / CONFIG)
-    records = read_generations(run_dir).records
-    task_name = config.get("task", {}).get("name")
-    try:
-        normalize = get_task(task_name).normalize if task_name else None
-    except CodepeftError:
-        normalize = None
-    kwargs = {"normalize": normalize} if normalize else {}
-    scores = exact_match_at_k([r["candidates"] for r in records], [r["reference"] for r in records], ks, **kwargs)
-    return {"n": len(records), **scores}

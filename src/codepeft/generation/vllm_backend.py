@@ -185,7 +185,9 @@ def merged_checkpoint(loaded: LoadedModel) -> Path:
     another dtype gets its own checkpoint; a finished checkpoint is reused.
     """
     from codepeft.home import codepeft_home
+    from codepeft.models.adapters import MERGED_META
     from codepeft.provenance import sha256_file, sha256_json
+    from codepeft.rundir import replacing
 
     adapter = Path(loaded.identity["adapter"])
     files = {p.name: sha256_file(p) for p in sorted(adapter.iterdir()) if p.is_file()}
@@ -194,17 +196,11 @@ def merged_checkpoint(loaded: LoadedModel) -> Path:
     target = codepeft_home() / "merged" / key
     if (target / "config.json").is_file():
         return target
-    tmp = target.with_name(f".tmp-{key}-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    loaded.model.save_pretrained(tmp)
-    loaded.tokenizer.save_pretrained(tmp)
-    (tmp / "codepeft_merged.json").write_text(json.dumps({"adapter": str(adapter), "files": files}, indent=2))
-    try:
-        tmp.rename(target)
-    except OSError:  # another process finished the same checkpoint first
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+    with replacing(target) as tmp:
+        tmp.mkdir(parents=True)
+        loaded.model.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
+        (tmp / MERGED_META).write_text(json.dumps({"adapter": str(adapter), "files": files}, indent=2) + "\n")
     return target
 
 
@@ -218,7 +214,7 @@ def without_weights(loaded: LoadedModel) -> LoadedModel:
 def _adapter_method(adapter: str | Path | None) -> str | None:
     if adapter is None or not Path(adapter).expanduser().exists():
         return None  # load_model reports a missing adapter
-    from codepeft.training.adapters import read_adapter_meta
+    from codepeft.models.adapters import read_adapter_meta
 
     return read_adapter_meta(Path(adapter).expanduser()).get("method")
 

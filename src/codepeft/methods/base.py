@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, validation_message
 
 
 class MethodParams(BaseModel):
@@ -34,9 +34,7 @@ class Method:
         try:
             return self.Params(**(overrides or {}))
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "params"
-            raise CodepeftError(f"method {self.name!r}: {where}: {first['msg']}") from None
+            raise CodepeftError(f"method {self.name!r}: {validation_message(err, default_where='params')}") from None
 
 
 METHODS: dict[str, Method] = {}

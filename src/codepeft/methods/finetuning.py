@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, first_line
 from codepeft.methods.base import Method, MethodParams, register_method
 
 TargetRole = Literal["attention", "mlp", "all-linear"]
@@ -75,6 +75,8 @@ class TrainMethod(Method):
     mergeable: ClassVar[bool] = True
     #: the adapter layers may compute in a bf16 base's dtype under autocast (fp32 weights kept as master copy)
     bf16_compute: ClassVar[bool] = False
+    #: trains the base model's own weights (full fine-tuning): fp32 master weights, bf16 autocast on a bf16 base
+    trains_base_weights: ClassVar[bool] = False
 
     def check_supported(self, loaded: Any) -> None:
         """Raise a one-line error when this method cannot train ``loaded`` (or cannot run here)."""
@@ -91,7 +93,7 @@ class TrainMethod(Method):
         try:
             return get_peft_model(loaded.model, config)
         except (ValueError, TypeError, NotImplementedError) as err:
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            message = first_line(err)
             raise CodepeftError(
                 f"method {self.name!r} cannot be applied to {loaded.identity.get('architecture', 'this model')} "
                 f"({message}): choose another method or other targets"
@@ -158,7 +160,7 @@ class _QLora(Lora):
     bf16_compute = False  # bitsandbytes layers choose their own compute dtype
 
     def check_supported(self, loaded):
-        from codepeft.training.hardware import bitsandbytes_problem
+        from codepeft.models.quantization import bitsandbytes_problem
 
         problem = bitsandbytes_problem()
         if problem:
@@ -271,6 +273,7 @@ class Full(TrainMethod):
     description = "Every weight of the model is trained (the costly upper reference)."
     Params = FullParams
     mergeable = False
+    trains_base_weights = True
 
     def wrap(self, loaded, params):
         import torch

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from codepeft.metrics.exact_match import DEFAULT_KS
-from codepeft.sandbox import Limits, Outcome, build_program, run_many
+from codepeft.sandbox import Limits, Outcome, Program, build_program, run_many
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -40,12 +40,16 @@ def pass_at_ks(passed: Sequence[Sequence[bool]], ks: Sequence[int] = DEFAULT_KS)
 def execute_candidates(
     records: Sequence[dict[str, Any]], *, workers: int | None = None, timeout: float = 10.0,
     limits: Limits | None = None, on_done: Callable[[int], None] | None = None,
+    to_program: Callable[..., Program] = build_program,
 ) -> list[list[Outcome]]:
-    """Run every candidate of every record against the record's tests, in parallel, in the sandbox."""
+    """Run every candidate of every record against the record's tests, in parallel, in the sandbox.
+
+    ``to_program(candidate, tests, timeout=...)`` builds each program: the run's ``Task.program``.
+    """
     programs, owners = [], []
     for index, record in enumerate(records):
         for candidate in record["candidates"]:
-            programs.append(build_program(candidate or "", record["tests"], timeout=timeout))
+            programs.append(to_program(candidate or "", record["tests"], timeout=timeout))
             owners.append(index)
     # CPU seconds follow the wall-clock time-out, so a longer --timeout also allows more computation.
     limits = limits or Limits(cpu_seconds=math.ceil(timeout) + 1)

@@ -11,14 +11,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from codepeft.data.base import METRIC_FAMILIES, task_of_run
 from codepeft.errors import CodepeftError
-from codepeft.generation.records import METRICS, read_generations, write_json
 from codepeft.metrics.exact_match import DEFAULT_KS, exact_match_at_k, exact_match_per_example
 from codepeft.metrics.passk import execute_candidates, pass_at_ks
 from codepeft.metrics.similarity import bleu_chrf, codebleu
+from codepeft.rundir import CONFIG, METRICS, RunDir, read_generations, read_json
 from codepeft.sandbox import choose_mode
 
-METRIC_NAMES = ("em", "codebleu", "bleu", "passk")
+METRIC_NAMES = METRIC_FAMILIES
 
 
 def parse_metrics(spec: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -39,21 +40,20 @@ def score_run(
 ) -> dict[str, Any]:
     """Score a run directory and write ``metrics.json``; returns the metrics.
 
-    ``metrics=None`` computes every metric that applies (pass@k is skipped, with a note, when the
-    records have no tests); naming ``passk`` explicitly for a run without tests is an error.
+    The task named in the run's ``config.json`` decides how: its normalisation for exact match, its
+    programs for pass@k, and (``metrics=None``) its metric families (pass@k is skipped, with a note,
+    when the records have no tests); naming ``passk`` explicitly for a run without tests is an error.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CodepeftError(f"run directory {run_dir} not found: pass the directory `codepeft evaluate` wrote")
+    run = RunDir.existing(run_dir, "pass the directory `codepeft evaluate` wrote")
     requested = parse_metrics(metrics)
     if timeout <= 0:
         raise CodepeftError(f"time-out {timeout} must be positive: pass --timeout SECONDS")
-    if (run_dir / METRICS).exists() and not force:
-        raise CodepeftError(f"{run_dir / METRICS} already exists: pass --force to rescore the run")
-    generations = read_generations(run_dir)
+    run.refuse_finished(run.has(METRICS), force, "already exists", "pass --force to rescore the run", name=METRICS)
+    generations = read_generations(run.path)
     records = generations.records
-    chosen = requested or METRIC_NAMES
-    notes: list[str] = []
+    task, task_note = task_of_run(read_json(run / CONFIG) if run.has(CONFIG) else None)
+    chosen = requested or task.metrics(has_tests=True)  # pass@k without tests is skipped below, with a note
+    notes: list[str] = [task_note] if task_note else []
     if generations.truncated:
         notes.append(f"the last line of generations.jsonl was truncated (killed run): scored the {len(records)} "
                      "complete records")
@@ -65,8 +65,8 @@ def score_run(
     top1 = [c[0] if c else "" for c in candidates]
 
     if "em" in chosen:
-        result.update(exact_match_at_k(candidates, references, ks))
-        per_example["em"] = exact_match_per_example(candidates, references)
+        result.update(exact_match_at_k(candidates, references, ks, normalize=task.normalize))
+        per_example["em"] = exact_match_per_example(candidates, references, normalize=task.normalize)
     if "codebleu" in chosen:
         result.update(codebleu(top1, references))
     if "bleu" in chosen:
@@ -75,7 +75,7 @@ def score_run(
         with_tests = [r for r in records if r.get("tests")]
         if not with_tests:
             if requested is not None:
-                raise CodepeftError(f"the records in {run_dir} have no tests, so pass@k cannot be computed: "
+                raise CodepeftError(f"the records in {run.path} have no tests, so pass@k cannot be computed: "
                                     "score this data set with --metrics em,codebleu,bleu")
             notes.append("pass@k skipped: the records have no tests")
         else:
@@ -83,7 +83,8 @@ def score_run(
                 notes.append(f"pass@k over the {len(with_tests)} of {len(records)} records that have tests")
             if on_start is not None:
                 on_start(sum(len(r["candidates"]) for r in with_tests))
-            outcomes = execute_candidates(with_tests, workers=workers, timeout=timeout, on_done=on_progress)
+            outcomes = execute_candidates(with_tests, workers=workers, timeout=timeout, on_done=on_progress,
+                                          to_program=task.program)
             passed = [[o.passed for o in sample] for sample in outcomes]
             result.update(pass_at_ks(passed, ks))
             result["samples_per_problem"] = min(len(p) for p in passed)
@@ -96,5 +97,15 @@ def score_run(
             notes.extend(f"sandbox: {n}" for n in sandbox_notices)
     result["notes"] = notes
     result["per_example"] = per_example
-    write_json(run_dir / METRICS, result, overwrite=True)
+    run.write(METRICS, result)
     return result
+
+
+def run_summary(run_dir: Path, ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
+    """Examples generated and EM@k of a run directory, by its task's normalisation (``codepeft evaluate``
+    prints it; full scoring is ``score_run``)."""
+    task, _ = task_of_run(read_json(Path(run_dir) / CONFIG))
+    records = read_generations(run_dir).records
+    scores = exact_match_at_k([r["candidates"] for r in records], [r["reference"] for r in records], ks,
+                              normalize=task.normalize)
+    return {"n": len(records), **scores}

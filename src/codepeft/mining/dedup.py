@@ -17,7 +17,6 @@ import numpy as np
 
 NUM_PERM = 64
 BANDS = 8  # 8 bands x 8 rows: a pair at Jaccard 0.9 is checked with p ~ 0.99, at 0.5 with p ~ 0.03
-_MERSENNE = (1 << 61) - 1
 _rng = np.random.default_rng(20240601)
 # Multiply-shift hashing: odd 64-bit multipliers, products wrap modulo 2**64, the high 32 bits are the hash.
 _A = _rng.integers(0, np.iinfo(np.uint64).max, NUM_PERM, dtype=np.uint64, endpoint=True) | np.uint64(1)

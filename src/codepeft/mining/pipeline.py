@@ -20,6 +20,7 @@ from codepeft.mining.extract import Candidate, FileResult, extract_file
 from codepeft.mining.filters import FILTER_REASONS, FilterSettings, drop_reason
 from codepeft.mining.split import SPLIT_NAMES, split_by_file
 from codepeft.mining.walk import SourceSet, resolve_target
+from codepeft.rundir import write_jsonl, write_text
 
 # Below this many files a process pool costs more than it saves.
 _POOL_MIN_FILES = 32
@@ -200,13 +201,7 @@ def write_dataset(records: list[dict[str, Any]], summary: MiningSummary, output:
         raise CodepeftError(f"{output} is a folder: give a file path such as {output / 'mined.jsonl'}")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        partial = output.with_name(output.name + ".partial")
-        with partial.open("w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(partial, output)
-        summary_partial = summary_path(output).with_name(summary_path(output).name + ".partial")
-        summary_partial.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(summary_partial, summary_path(output))
     except OSError as err:
         raise CodepeftError(f"cannot write {output}: {err.strerror or err}; choose a writable -o path") from err
+    write_jsonl(output, records)
+    write_text(summary_path(output), json.dumps(summary.to_dict(), indent=2) + "\n")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import shutil
 from pathlib import Path
 
 from codepeft.errors import CodepeftError
 from codepeft.home import codepeft_home
+from codepeft.rundir import replacing
 
 #: Short names for models that ship inside a Python package, mapped to (package, GGUF file name).
 PACKAGED_MODELS: dict[str, tuple[str, str]] = {
@@ -89,8 +89,6 @@ def _write_conversion(gguf_path: Path, target: Path, chat_template: str | None) 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         # fp32 keeps the dequantised weights exact (bf16 would round them a second time).
@@ -104,11 +102,10 @@ def _write_conversion(gguf_path: Path, target: Path, chat_template: str | None) 
         tokenizer.chat_template = chat_template
     plain = _without_quantizer(model)
     plain.generation_config.pad_token_id = tokenizer.pad_token_id
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "codepeft_source.txt").write_text(f"converted from {gguf_path}\n")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    with replacing(target) as tmp:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "codepeft_source.txt").write_text(f"converted from {gguf_path}\n")
 
 
 def _without_quantizer(model):

@@ -6,6 +6,7 @@ decides causal or seq2seq, and the tokenizer decides the prompt style.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -14,7 +15,9 @@ from typing import Any, Literal
 
 from codepeft.data.prompts import PromptStyle, prompt_style_for
 from codepeft.errors import CodepeftError
+from codepeft.models.adapters import MERGED_META, attach_adapter, read_adapter_meta
 from codepeft.models.gguf import PACKAGED_MODELS, ensure_gguf, ensure_packaged
+from codepeft.rundir import replacing
 
 ModelKind = Literal["causal", "seq2seq"]
 Quantization = Literal["4bit", "8bit"]
@@ -232,20 +235,27 @@ def load_model(
     }
     loaded = LoadedModel(model=model, tokenizer=tokenizer, kind=kind, style=style, identity=identity)
     if adapter is not None:
-        loaded = _attach(loaded, adapter, merge)
+        loaded = attach_adapter(loaded, adapter, merge)
     return loaded
 
 
-def _attach(loaded: LoadedModel, adapter: str | Path, merge: bool) -> LoadedModel:
-    adapter_path = Path(adapter).expanduser()
-    if not adapter_path.exists():
-        raise CodepeftError(
-            f"adapter {adapter_path} not found: pass the adapter/ directory written by `codepeft train`"
-        )
-    try:
-        from codepeft.training.adapters import attach_adapter
-    except ModuleNotFoundError as err:
-        raise CodepeftError(f"adapters need codepeft.training, which is not available ({err.name})") from None
-    attached = attach_adapter(loaded, adapter_path, merge)
-    attached.identity = {**loaded.identity, **attached.identity, "adapter": str(adapter_path), "merged": merge}
-    return attached
+def merge_adapter(adapter: str | Path, output: str | Path, base: str | None = None, dtype: str = "auto") -> Path:
+    """Fold ``adapter`` into its base and save the merged model (+ tokenizer) to ``output``."""
+    adapter, output = Path(adapter), Path(output)
+    meta = read_adapter_meta(adapter)
+    spec = base or meta.get("base", {}).get("path") or meta.get("base", {}).get("spec")
+    if not spec:
+        raise CodepeftError(f"{adapter} does not name its base model: pass --base")
+    if output.exists() and any(output.iterdir()):
+        raise CodepeftError(f"{output} already exists and is not empty: choose another --output")
+    loaded = load_model(spec, dtype=dtype, adapter=adapter, merge=True)
+    if output.exists():
+        output.rmdir()  # empty (checked above): replaced by the merged model
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(output) as tmp:
+        tmp.mkdir()
+        loaded.model.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
+        record = {"adapter": str(adapter.resolve()), "method": meta.get("method"), "base": meta.get("base")}
+        (tmp / MERGED_META).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return output

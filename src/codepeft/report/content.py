@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codepeft.generation.records import GENERATIONS, read_generations
+from codepeft.rundir import GENERATIONS, read_generations
 from codepeft.study.results import BASELINE_METHOD, Study, leaderboard, load_study_dir, write_results
 from codepeft.study.runs import short_dataset, short_model
 

@@ -17,6 +17,7 @@ from typing import Any
 from codepeft import __version__
 from codepeft.report import plots
 from codepeft.report.content import MAIN_METRICS, Panel, ReportData, examples, training_logs
+from codepeft.rundir import write_text
 from codepeft.study.results import provenance
 from codepeft.study.runs import short_dataset, short_model
 
@@ -165,7 +166,5 @@ Generated {esc(generated)} by codepeft {esc(__version__)}; data in {esc(data.csv
 
 def write_html(data: ReportData) -> Path:
     path = data.study.directory / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render_html(data), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, render_html(data))
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from codepeft.report.content import Panel, ReportData
+from codepeft.rundir import write_text
 from codepeft.study.runs import short_dataset, short_model
 
 
@@ -48,7 +49,5 @@ def render_markdown(data: ReportData) -> str:
 
 def write_markdown(data: ReportData) -> Path:
     path = data.study.directory / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(render_markdown(data), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, render_markdown(data))
     return path

@@ -8,10 +8,7 @@ concurrent runs and killed builds never leave a half-written index behind.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -20,6 +17,7 @@ from filelock import FileLock
 
 from codepeft.home import codepeft_home
 from codepeft.provenance import sha256_json
+from codepeft.rundir import replacing
 
 T = TypeVar("T")
 
@@ -42,14 +40,8 @@ def cached(directory: Path, build: Callable[[Path], None], load: Callable[[Path]
         directory.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(directory) + ".lock"):
             if not done.exists():
-                staging = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
-                try:
+                with replacing(directory) as staging:  # replaces an interrupted older build without COMPLETE
+                    staging.mkdir()
                     build(staging)
                     (staging / "COMPLETE").write_text("ok\n")
-                    if directory.exists():  # an interrupted older build without COMPLETE
-                        shutil.rmtree(directory)
-                    os.replace(staging, directory)
-                finally:
-                    if staging.exists():
-                        shutil.rmtree(staging, ignore_errors=True)
     return load(directory)

@@ -15,10 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, validation_message
 from codepeft.generation.settings import GenerationSettings
-
-METRIC_FAMILIES = ("em", "codebleu", "bleu", "passk")
 
 
 class StrictModel(BaseModel):
@@ -56,7 +54,7 @@ class ArmSpec(StrictModel):
     generation: dict[str, Any] = Field(default_factory=dict, description="generation settings for this arm only")
 
 
-class Limits(StrictModel):
+class StudyLimits(StrictModel):
     """What keeps a study small: test subset, training subset, step cap."""
 
     test_size: int | None = Field(None, ge=1, description="first N test examples (None: all)")
@@ -81,7 +79,7 @@ class StudyConfig(StrictModel):
     datasets: list[DatasetSpec] = Field(min_length=1)
     arms: dict[str, ArmSpec] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    limits: Limits = Field(default_factory=Limits)
+    limits: StudyLimits = Field(default_factory=StudyLimits)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     training: dict[str, Any] = Field(default_factory=dict, description="training settings for every train arm")
     metrics: list[Literal["em", "codebleu", "bleu", "passk"]] | None = Field(
@@ -189,14 +187,8 @@ def _normalize_arms(value: Any) -> Any:
 
 
 def _first_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key: remove it or check its spelling (see docs/study.md)"
-    elif first["type"] == "missing":
-        message = "missing: the study needs it"
-    return f"{where}: {message}" if where else message
+    return validation_message(err, unknown="unknown key: remove it or check its spelling (see docs/study.md)",
+                              missing="missing: the study needs it")
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:

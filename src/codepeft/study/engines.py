@@ -1,7 +1,8 @@
-"""The study's only contact with training, generation and scoring: one call each, per the module contracts.
+"""The study's calls into training, generation and scoring: one function each, per the module contracts.
 
 Kept apart so the runner's bookkeeping (reuse, resume, failures, timing) does not depend on how
-those APIs spell their arguments.
+those APIs spell their arguments. (Planning, ``runs.py``, also validates methods, training settings
+and models through their own modules, and the runner measures memory through ``training.costs``.)
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from codepeft.study.runs import RunSpec
 def train_arm(spec: RunSpec, output_dir: Path, data_dir: Path | None) -> Any:
     """Fine-tune ``spec.model`` with the arm's method on the data set's training split."""
     from codepeft.training import train
-    from codepeft.training.settings import TrainSettings
 
     return train(spec.model, [training_source(spec.dataset.spec)], spec.method, spec.params, Path(output_dir),
-                 TrainSettings(**(spec.training or {})), data_dir=data_dir)
+                 spec.training, data_dir=data_dir)
 
 
 def training_source(dataset: DatasetSpec) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from codepeft.errors import CodepeftError
-from codepeft.generation.records import GENERATIONS, METRICS, read_generations, read_json, write_json
+from codepeft.rundir import GENERATIONS, METRICS, read_generations, read_json, replacing, write_json
 from codepeft.study.runs import RUN_FILE, STUDY_INDEX
 from codepeft.study.stats import bootstrap_interval, paired_test, seed_interval
 
@@ -297,13 +297,11 @@ def write_results(study: Study) -> tuple[Path, Path, list[dict[str, Any]]]:
     columns = ["run_id", *ID_COLUMNS, *metric_columns, *COST_COLUMNS, "cpu_seconds", "peak_gpu_memory_mb",
                "train_steps", "train_tokens", "error", "run_dir"]
     csv_path = study.directory / "results.csv"
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with replacing(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in study.rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    tmp.replace(csv_path)
     json_path = study.directory / "results.json"
     write_json(json_path, {
         "study": study.name,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import gc
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -24,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from codepeft.errors import CodepeftError
-from codepeft.generation.records import METRICS, read_json, write_json
 from codepeft.provenance import environment
+from codepeft.rundir import METRICS, RunDir, read_json, write_json
 from codepeft.study.config import StudyConfig, dump_study
 from codepeft.study.runs import (
     STUDY_INDEX,
     RunSpec,
-    Status,
+    RunStatus,
     plan_runs,
     read_run_state,
     write_run_state,
@@ -45,7 +44,7 @@ class RunEvent:
     """What the progress display hears about: a run changed status (``cached`` when it was reused)."""
 
     spec: RunSpec
-    status: Status
+    status: RunStatus
     cached: bool = False
     error: str | None = None
     elapsed: float = 0.0
@@ -56,7 +55,7 @@ class RunEvent:
 class StudyOutcome:
     study_dir: Path
     runs: list[RunSpec]
-    statuses: dict[str, Status] = field(default_factory=dict)
+    statuses: dict[str, RunStatus] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -202,7 +201,7 @@ class StudyRunner:
     def run_dir(self, spec: RunSpec) -> Path:
         return self.study_dir / "runs" / spec.dirname
 
-    def run_one(self, spec: RunSpec) -> tuple[Status, str | None]:
+    def run_one(self, spec: RunSpec) -> tuple[RunStatus, str | None]:
         """Run (or reuse) one run; a lock (``.locks/<run>.lock``) keeps two studies sharing it from racing."""
         from filelock import FileLock
 
@@ -212,12 +211,12 @@ class StudyRunner:
         with FileLock(str(locks / f"{spec.dirname}.lock")):
             return self._run_locked(spec, run_dir)
 
-    def _run_locked(self, spec: RunSpec, run_dir: Path) -> tuple[Status, str | None]:
+    def _run_locked(self, spec: RunSpec, run_dir: Path) -> tuple[RunStatus, str | None]:
         state = read_run_state(run_dir)
         if state is not None and state.get("key") != spec.key:
             raise CodepeftError(f"run directory {run_dir} holds a different run: move it away or rerun with --force")
         if self.force and run_dir.exists():
-            shutil.rmtree(run_dir)
+            RunDir(run_dir).wipe()
             state = None
         if state is not None and state.get("status") == "done" and self._scored(run_dir, spec, state):
             self.on_event(RunEvent(spec, "done", cached=True, score=primary_score(run_dir, spec)))
@@ -273,7 +272,7 @@ class StudyRunner:
         except OSError:
             pass  # the disk may be full; the run will simply be redone
 
-    def _stage(self, spec: RunSpec, run_dir: Path, state: dict[str, Any], status: Status,
+    def _stage(self, spec: RunSpec, run_dir: Path, state: dict[str, Any], status: RunStatus,
                work: Callable[[RunSpec, Path, dict[str, Any]], bool]) -> None:
         """Run one stage unless its output exists; time and peak memory add up over resumed attempts."""
         state["status"] = status

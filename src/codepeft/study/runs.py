@@ -17,17 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from codepeft.errors import CodepeftError
-from codepeft.generation.records import read_json, write_json
+from pydantic import ValidationError
+
+from codepeft.data.base import Task
+from codepeft.errors import CodepeftError, validation_message
 from codepeft.generation.settings import GenerationSettings
 from codepeft.provenance import sha256_json
-from codepeft.study.config import METRIC_FAMILIES, DatasetSpec, StudyConfig
+from codepeft.rundir import read_json, write_json
+from codepeft.study.config import DatasetSpec, StudyConfig
+from codepeft.training.settings import TrainSettings
 
 RUN_FILE = "run.json"
 STUDY_INDEX = "study.json"
 RUN_FORMAT = 1
-Status = Literal["queued", "training", "generating", "scoring", "done", "failed"]
-STATUSES: tuple[Status, ...] = ("queued", "training", "generating", "scoring", "done", "failed")
+RunStatus = Literal["queued", "training", "generating", "scoring", "done", "failed"]
 
 
 @dataclass
@@ -35,7 +38,7 @@ class DatasetPlan:
     """A data set resolved once for the whole study: its task object, checksums and metric families."""
 
     spec: DatasetSpec
-    task: Any
+    task: Task
     checksums: dict[str, str]
     metrics: list[str]
     primary_metric: str
@@ -50,7 +53,7 @@ class RunSpec:
     method: str
     kind: Literal["prompt", "train"]
     params: dict[str, Any]
-    training: dict[str, Any] | None
+    training: TrainSettings | None  #: validated once, at planning; passed to ``train`` as it is
     generation: GenerationSettings
     seed: int
     test_size: int | None
@@ -107,7 +110,7 @@ def run_key(spec: RunSpec) -> dict[str, Any]:
     if spec.kind == "train":
         key["dataset"].update(train_split=dataset.train_split, validation_split=dataset.validation_split,
                               train_checksum=spec.dataset.checksums.get(dataset.train_split))
-        key["training"] = spec.training
+        key["training"] = spec.training.model_dump(mode="json") if spec.training else None
     elif spec.method != "zero-shot":
         split = dataset.demonstration_split
         key["dataset"].update(pool_split=split, pool_checksum=spec.dataset.checksums.get(split))
@@ -142,7 +145,7 @@ def plan_datasets(config: StudyConfig, data_dir: Path | None, needs_pool: bool, 
             test_examples = test_examples[: config.limits.test_size]
         has_tests = any(e.tests for e in test_examples)
         if config.metrics is None:
-            metrics = [m for m in METRIC_FAMILIES if m != "passk" or has_tests]
+            metrics = list(task.metrics(has_tests))
         else:
             metrics = list(config.metrics)
             if "passk" in metrics and not has_tests:
@@ -150,7 +153,7 @@ def plan_datasets(config: StudyConfig, data_dir: Path | None, needs_pool: bool, 
                     f"data set {spec.task!r} has no tests in split {spec.test_split!r}, so pass@k cannot be "
                     "computed: remove passk from metrics or use a data set with tests"
                 )
-        primary = config.primary_metric or ("pass@1" if "passk" in metrics else "codebleu")
+        primary = config.primary_metric or task.primary_metric(metrics)
         _check_primary(primary, metrics, config.ks, spec.task)
         plans.append(DatasetPlan(spec, task, checksums, metrics, primary, len(test_examples)))
     return plans
@@ -209,19 +212,13 @@ def plan_runs(config: StudyConfig, data_dir: Path | None = None, check_models: b
     return runs
 
 
-def _training(config: StudyConfig, arm: str, seed: int) -> dict[str, Any]:
-    from pydantic import ValidationError
-
-    from codepeft.training.settings import TrainSettings
-
+def _training(config: StudyConfig, arm: str, seed: int) -> TrainSettings:
     merged = config.training_for(arm, seed)
     try:
-        return TrainSettings(**merged).model_dump(mode="json")
+        return TrainSettings(**merged)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = "unknown key: remove it or check its spelling" if first["type"] == "extra_forbidden" else first["msg"]
-        raise CodepeftError(f"training settings of arm {arm!r}: {where}: {message}") from None
+        message = validation_message(err, unknown="unknown key: remove it or check its spelling")
+        raise CodepeftError(f"training settings of arm {arm!r}: {message}") from None
 
 
 def read_run_state(run_dir: Path) -> dict[str, Any] | None:

@@ -3,8 +3,9 @@
 - Over seeds: the mean and a Student-t 95% interval (needs two or more seeds).
 - Over problems: a percentile bootstrap of the mean per-problem score (``scipy.stats.bootstrap``).
 - Arm vs zero-shot: a paired sign-flip permutation test on per-problem score differences
-  (``scipy.stats.permutation_test``, exact when the problems are few); for 0/1 scores it is an exact
-  McNemar-style test on the discordant problems.
+  (``scipy.stats.permutation_test``: exact when the problems are few enough to enumerate every sign
+  flip, else estimated from ``resamples`` random flips). For 0/1 scores it tests the discordant
+  problems, as McNemar's test does, but by resampling, not McNemar's exact binomial.
 """
 
 from __future__ import annotations

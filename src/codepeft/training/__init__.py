@@ -1,10 +1,11 @@
 """Training: specialise a model with a train method, keep the best adapter, account for the cost.
 
 ``train`` (loop), ``TrainSettings`` (settings), tokenisation and batching (data), checkpoints,
-costs, and adapters (save / attach / merge).
+costs; the speed-ups (fused LoRA, per-example attention, dropout, malloc tuning). Adapters on
+disk (save / attach / merge) live in ``codepeft.models`` and are re-exported here.
 """
 
-from codepeft.training.adapters import attach_adapter, merge_adapter
+from codepeft.models import attach_adapter, merge_adapter  # re-exported: adapters live in models
 from codepeft.training.loop import TrainResult, train
 from codepeft.training.settings import TrainSettings
 

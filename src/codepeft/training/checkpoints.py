@@ -8,33 +8,17 @@ new one is complete.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import random
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from codepeft.errors import CodepeftError
+from codepeft.errors import CodepeftError, first_line
+from codepeft.rundir import replacing
 
 PREFIX = "step-"
 STATE = "state.json"
-
-
-@contextlib.contextmanager
-def writing(what: Path, cleanup: Path | None = None) -> Iterator[None]:
-    """Turn a failed write (full disk, permissions) into a one-line error; remove the partial ``cleanup``."""
-    try:
-        yield
-    except OSError as err:
-        if cleanup is not None:
-            shutil.rmtree(cleanup, ignore_errors=True)
-        reason = "no space left on device" if err.errno == errno.ENOSPC else (err.strerror or str(err))
-        raise CodepeftError(
-            f"cannot write {what}: {reason}; files saved before are kept: free space and rerun to resume"
-        ) from None
 
 
 def trainable_state(model: Any) -> dict[str, Any]:
@@ -68,17 +52,12 @@ def save_checkpoint(root: Path, step: int, model: Any, optimizer: Any, scheduler
 
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:07d}"
-    tmp = root / f".tmp-{PREFIX}{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with writing(final, cleanup=tmp):
+    with replacing(final) as tmp:
         tmp.mkdir()
         torch.save(trainable_state(model), tmp / "trainable.pt")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
                    tmp / "optimizer.pt")
         (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
     for old in complete_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -110,7 +89,7 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> d
         scheduler.load_state_dict(extra["scheduler"])
         _set_rng_state(extra["rng"])
     except Exception as err:  # any unreadable piece makes the checkpoint unusable
-        first = (str(err).splitlines() or [type(err).__name__])[0][:160]
+        first = first_line(err, 160)
         raise CodepeftError(
             f"checkpoint {path} is corrupted ({first}): delete it to resume from an earlier one, "
             "or pass --no-resume to start over"

@@ -15,7 +15,7 @@ def reset_peak_memory() -> bool:
 
     Memory the allocator still holds free (``keep_freed_memory``) is handed back first, so it does
     not count in the next peak."""
-    from codepeft.training.hardware import release_freed_memory
+    from codepeft.training.malloc import release_freed_memory
 
     release_freed_memory()
     try:

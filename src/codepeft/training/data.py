@@ -5,9 +5,11 @@ see), tokenised separately so the prompt tokens can be masked (label -100): the 
 what the model must write. Batches avoid padding: ``packed`` concatenates the examples of a batch
 into rows of at most ``pack_row_tokens`` tokens whose ``position_ids`` restart at every example
 (transformers then builds a block-diagonal causal mask per row, so no example attends to another;
-several short rows keep the attention score matrices small); ``grouped`` batches similar
-lengths and pads each batch to its longest; ``fixed`` pads every example to ``max_length`` (the
-reference study's way, kept for comparison).
+several short rows keep the attention score matrices small; with ``packed_attention="per-example"``
+attention is computed per example instead, see ``attention.py``); ``grouped`` batches similar
+lengths and pads each batch to its longest; ``dynamic`` takes examples in random order and pads
+each batch to its longest; ``fixed`` pads every example to ``max_length`` (the reference study's
+way, kept for comparison).
 """
 
 from __future__ import annotations

@@ -21,10 +21,15 @@ weights while training.
 
 Used for training (``TrainSettings.fused_lora``) on plain LoRA layers whose adapter computes in the
 base weight's dtype; DoRA and other variants, quantized bases and anything else keep peft's forward.
+It calls private oneDNN ops (``torch.ops.mkldnn._*``) and replaces peft's ``forward``, so it is used
+only on the torch and peft releases it was verified on (``VERIFIED``); on any other, training keeps
+peft's layers and logs why.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
 import math
 from types import MethodType
 from typing import Any
@@ -34,6 +39,20 @@ import torch.nn.functional as F
 
 #: where a fused layer keeps its prepacked base weights (an instance attribute, not a parameter or buffer)
 PACKED = "_codepeft_packed_weight"
+#: the torch and peft releases (major.minor) the fused layers were checked on against peft's (tests/test_fused_lora.py)
+VERIFIED = {"torch": "2.13", "peft": "0.21"}
+log = logging.getLogger(__name__)
+
+
+def unverified_versions() -> str | None:
+    """Why the fused layers are not used with the installed torch and peft, or ``None`` when they were verified."""
+    found = {name: importlib.metadata.version(name) for name in VERIFIED}
+    other = [f"{name} {version}" for name, version in found.items()
+             if version.split("+")[0].split(".")[:2] != VERIFIED[name].split(".")]
+    if not other:
+        return None
+    verified = " and ".join(f"{name} {release}.x" for name, release in VERIFIED.items())
+    return f"fused LoRA layers were verified on {verified}, found {', '.join(other)}: training with peft's own layers"
 
 
 def drop_positions(count: int, p: float, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -173,7 +192,12 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
 
 def use_fused_lora(model: torch.nn.Module) -> list[torch.nn.Module]:
     """Give every plain LoRA layer of ``model`` the fused forward (its base weight prepacked where
-    ``pack_weight`` can); returns those layers, for ``restore_lora``."""
+    ``pack_weight`` can); returns those layers, for ``restore_lora``. With torch or peft releases other
+    than ``VERIFIED`` nothing changes (the reason is logged) and the list is empty."""
+    reason = unverified_versions()
+    if reason is not None:
+        log.warning(reason)
+        return []
     layers = [module for module in model.modules() if _fusable(module)]
     for layer in layers:
         layer.forward = MethodType(_fused_forward, layer)

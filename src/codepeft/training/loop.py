@@ -13,15 +13,20 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codepeft.data import get_task
 from codepeft.errors import CodepeftError
-from codepeft.training.adapters import save_adapter
-from codepeft.training.checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint, writing
+from codepeft.home import default_data_dir
+from codepeft.methods import get_method
+from codepeft.models import load_model
+from codepeft.models.adapters import save_adapter
+from codepeft.provenance import environment
+from codepeft.rundir import CONFIG, RunDir, write_json, writing
+from codepeft.training.checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint
 from codepeft.training.costs import CostMeter, count_parameters, reset_peak_memory
 from codepeft.training.data import (
     IGNORE,
@@ -33,6 +38,7 @@ from codepeft.training.data import (
     tokenize_all,
 )
 from codepeft.training.settings import TrainSettings
+from codepeft.training.speedups import apply_speedups, kept_freed_memory, precision
 
 CHECKPOINTS = "checkpoints"
 ADAPTER = "adapter"
@@ -125,8 +131,6 @@ class _Run:
 
     def __init__(self, model: str, sources: list[tuple[str, float]], method: str, params: dict[str, Any] | None,
                  output_dir: Path, settings: TrainSettings, data_dir: Path | None) -> None:
-        from codepeft.methods import get_method
-
         self.method = get_method(method)
         if self.method.kind != "train":
             raise CodepeftError(f"method {method!r} is a prompt method, nothing to train: use `codepeft evaluate`")
@@ -141,23 +145,14 @@ class _Run:
 
 def _check_output(run: _Run) -> bool:
     """Whether to resume; refuses to mix a different run's checkpoints or to overwrite a finished run."""
-    out = run.output_dir
-    config_path = out / "config.json"
-    if not config_path.exists():
+    out = RunDir(run.output_dir)
+    if not out.has(CONFIG):
         return False
-    try:
-        previous = json.loads(config_path.read_text())
-    except json.JSONDecodeError:
-        previous = {}
-    if previous.get("finished") and not run.settings.force:
-        raise CodepeftError(f"{out} holds a finished training run: pass --force to retrain or choose another --output")
+    previous = out.read(CONFIG) or {}  # an unreadable config (killed write) is a run with nothing in common
+    out.refuse_finished(bool(previous.get("finished")), run.settings.force, "holds a finished training run",
+                        "pass --force to retrain or choose another --output")
     if run.settings.force or not run.settings.resume:
-        for name in (CHECKPOINTS, ADAPTER, LOG, COSTS):
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        out.clear(CHECKPOINTS, ADAPTER, LOG, COSTS)
         return False
     same = {k: previous.get(k) for k in ("model", "data", "method", "params")} == {
         k: run.config[k] for k in ("model", "data", "method", "params")
@@ -194,252 +189,300 @@ def train(
 
 
 def _train(run: _Run) -> TrainResult:
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from peft.helpers import disable_input_dtype_casting
-    from transformers import get_scheduler
+    return _Recipe(run).run()
 
-    from codepeft.data import get_task
-    from codepeft.home import default_data_dir
-    from codepeft.models import load_model
-    from codepeft.provenance import environment
-    from codepeft.training.attention import restore_attention, use_per_example_attention
-    from codepeft.training.dropout import use_fast_dropout
-    from codepeft.training.fused_lora import restore_lora, use_fused_lora
-    from codepeft.training.hardware import keep_freed_memory, release_freed_memory
 
-    settings, method = run.settings, run.method
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    main = accelerator.is_main_process
-    world, rank = accelerator.num_processes, accelerator.process_index
-    if settings.batch_size < world:
-        raise CodepeftError(
-            f"batch_size {settings.batch_size} is smaller than the {world} processes: raise --batch-size"
-        )
-    out = run.output_dir
-    resume = _check_output(run) if main else True
-    accelerator.wait_for_everyone()
-    set_seed(settings.seed)
+class _Recipe:
+    """One training run as a recipe, read top to bottom in ``run``: set up the model, the data and
+    the optimizer, then train step by step, validating every ``eval_every`` steps and saving the best
+    adapter and a checkpoint; ``finish`` writes the costs. The speed-ups (``speedups.py``) are applied
+    for the run and undone when it ends, however it ends."""
 
-    if settings.keep_freed_memory:
-        keep_freed_memory()
-    reset_peak_memory()  # costs.json reports this run's peak, loading the model included
-    loaded = load_model(run.model_spec, dtype=settings.dtype, quantization=method.quantization,
-                        threads=settings.threads)
-    data_dir = run.data_dir or default_data_dir()
-    tasks = [get_task(spec, data_dir) for spec, _ in run.sources]
-    train_sets: list[list[Tokenized]] = []
-    val_items: list[Tokenized] = []
-    checksums: dict[str, str] = {}
-    for source, task in enumerate(tasks):
-        train_examples, val_examples = _split_examples(task, settings)
-        train_sets.append(tokenize_all(task, train_examples, loaded, settings.max_length, source))
-        val_items.extend(tokenize_all(task, val_examples, loaded, settings.max_length, source))
-        checksums[f"{run.sources[source][0]}:train"] = task.data_checksum("train")
-    if not all(train_sets) or not val_items:
-        raise CodepeftError("no training example has target tokens left within max_length: raise --max-length")
+    def __init__(self, run: _Run) -> None:
+        import torch
+        from accelerate import Accelerator
 
-    causal = loaded.kind == "causal"
-    batching = settings.batching
-    if batching == "packed" and not (causal and method.packs):
-        batching = "grouped"  # virtual tokens / encoder-decoder: one sequence per row
-    model = method.wrap(loaded, run.params)
-    # Full fine-tuning keeps fp32 master weights and computes in bf16 where the base would have been
-    # bf16. peft keeps adapter weights in fp32 and casts every adapted layer's input to fp32 and back;
-    # for LoRA those casts cost more than the adapter itself on CPU, so (bf16_adapters) the adapters
-    # compute in bf16 under autocast, their fp32 weights staying the optimizer's master copy.
-    base_dtype = str(loaded.identity.get("dtype"))
-    base_bf16 = base_dtype == "bfloat16"
-    bf16_adapters = settings.bf16_adapters and base_bf16 and method.bf16_compute
-    autocast_bf16 = (method.name == "full" and base_bf16) or bf16_adapters
-    if settings.fast_dropout:
-        use_fast_dropout(model)
-    # fused layers compute the adapter in the base's dtype: what peft does for an fp32 base, and bf16_adapters asks
-    same_dtype = bf16_adapters or base_dtype == "float32"
-    fused_layers = use_fused_lora(model) if settings.fused_lora and same_dtype else []
-    attention_before = None
-    if batching == "packed" and settings.packed_attention == "per-example":
-        attention_before = use_per_example_attention(model)
-    if settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        if hasattr(model, "enable_input_require_grads"):
-            model.enable_input_require_grads()
-    trainable, total = count_parameters(model)
-    model.train()
+        self.job, self.settings, self.method = run, run.settings, run.method
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.main = self.accelerator.is_main_process
+        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        if self.settings.batch_size < self.world:
+            raise CodepeftError(
+                f"batch_size {self.settings.batch_size} is smaller than the {self.world} processes: raise --batch-size"
+            )
+        self.out = run.output_dir
+        self.step = 0
+        self.state: dict[str, Any] = {"epoch": 0, "batch": 0, "best_val_loss": None, "best_step": None,
+                                      "bad_evals": 0, "val_losses": []}
 
-    weights = [w for _, w in run.sources]
-    sizes = [len(s) for s in train_sets]
-    steps_per_epoch = max(1, math.ceil(sum(sizes) / (settings.batch_size * settings.grad_accum)))
-    total_steps = settings.max_steps or max(1, math.ceil(steps_per_epoch * settings.epochs))
-    eval_every = settings.eval_every or max(1, steps_per_epoch // settings.evals_per_epoch)
-    eval_every = min(eval_every, total_steps)
+    def run(self) -> TrainResult:
+        from accelerate.utils import set_seed
 
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=run.params.lr, weight_decay=run.params.weight_decay)
-    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(run.params.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    # Only target positions need vocabulary logits; virtual-token methods shift positions, so they keep the full path.
-    target_logits = settings.target_logits and causal and method.packs and _accepts_logits_mask(unwrapped)
+        resume = _check_output(self.job) if self.main else True
+        self.accelerator.wait_for_everyone()
+        set_seed(self.settings.seed)
+        with kept_freed_memory(self.settings.keep_freed_memory), contextlib.ExitStack() as undo:
+            reset_peak_memory()  # costs.json reports this run's peak, loading the model included
+            self.loaded = load_model(self.job.model_spec, dtype=self.settings.dtype,
+                                     quantization=self.method.quantization, threads=self.settings.threads)
+            self.setup_data()
+            self.setup_model(undo)
+            self.setup_optimizer()
+            if resume:
+                self.resume()
+            self.write_config()
+            stopped_early = self.train_loop()
+        return self.finish(stopped_early)
 
-    meter = CostMeter(trainable_parameters=trainable, total_parameters=total)
-    state: dict[str, Any] = {"epoch": 0, "batch": 0, "best_val_loss": None, "best_step": None, "bad_evals": 0,
-                             "val_losses": []}
-    step = 0
-    if resume and (checkpoints := complete_checkpoints(out / CHECKPOINTS)):
-        state = load_checkpoint(checkpoints[-1], unwrapped, optimizer, scheduler)
-        step = state["step"]
+    def setup_data(self) -> None:
+        """Tokenised training sets (one per source, mixed by weight) and the pooled validation items."""
+        data_dir = self.job.data_dir or default_data_dir()
+        self.train_sets: list[list[Tokenized]] = []
+        self.val_items: list[Tokenized] = []
+        self.checksums: dict[str, str] = {}
+        for source, (spec, _) in enumerate(self.job.sources):
+            task = get_task(spec, data_dir)
+            train_examples, val_examples = _split_examples(task, self.settings)
+            length = self.settings.max_length
+            self.train_sets.append(tokenize_all(task, train_examples, self.loaded, length, source))
+            self.val_items.extend(tokenize_all(task, val_examples, self.loaded, length, source))
+            self.checksums[f"{spec}:train"] = task.data_checksum("train")
+        if not all(self.train_sets) or not self.val_items:
+            raise CodepeftError("no training example has target tokens left within max_length: raise --max-length")
+        self.weights = [w for _, w in self.job.sources]
+        self.sizes = [len(s) for s in self.train_sets]
+
+    def setup_model(self, undo: contextlib.ExitStack) -> None:
+        """The method's trainable model, with the speed-ups applied (undone through ``undo``)."""
+        settings, method = self.settings, self.method
+        self.causal = self.loaded.kind == "causal"
+        self.batching = settings.batching
+        if self.batching == "packed" and not (self.causal and method.packs):
+            self.batching = "grouped"  # virtual tokens / encoder-decoder: one sequence per row
+        model = method.wrap(self.loaded, self.job.params)
+        self.compute = precision(settings, method, str(self.loaded.identity.get("dtype")))
+        apply_speedups(model, settings, self.batching, self.compute, undo)
+        if settings.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            if hasattr(model, "enable_input_require_grads"):
+                model.enable_input_require_grads()
+        trainable, total = count_parameters(model)
+        self.meter = CostMeter(trainable_parameters=trainable, total_parameters=total)
+        model.train()
+        self.model = model
+
+    def setup_optimizer(self) -> None:
+        """AdamW with linear warm-up and decay over the run's steps; model and optimizer prepared by accelerate."""
+        import torch
+        from transformers import get_scheduler
+
+        settings, params = self.settings, self.job.params
+        steps_per_epoch = max(1, math.ceil(sum(self.sizes) / (settings.batch_size * settings.grad_accum)))
+        self.total_steps = settings.max_steps or max(1, math.ceil(steps_per_epoch * settings.epochs))
+        eval_every = settings.eval_every or max(1, steps_per_epoch // settings.evals_per_epoch)
+        self.eval_every = min(eval_every, self.total_steps)
+        optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                      lr=params.lr, weight_decay=params.weight_decay)
+        self.scheduler = get_scheduler("linear", optimizer,
+                                       num_warmup_steps=int(params.warmup_ratio * self.total_steps),
+                                       num_training_steps=self.total_steps)
+        self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
+        self.unwrapped = self.accelerator.unwrap_model(self.model)
+        # Only target positions need vocabulary logits; virtual-token methods shift positions, so they keep
+        # the full path.
+        self.target_logits = (settings.target_logits and self.causal and self.method.packs
+                              and _accepts_logits_mask(self.unwrapped))
+
+    def resume(self) -> None:
+        """Continue from the last complete checkpoint, if any: weights, optimizer, position and costs so far."""
+        checkpoints = complete_checkpoints(self.out / CHECKPOINTS)
+        if not checkpoints:
+            return
+        self.state = load_checkpoint(checkpoints[-1], self.unwrapped, self.optimizer, self.scheduler)
+        self.step = self.state["step"]
+        costs = self.state.get("costs", {})
         for key in ("tokens_seen", "target_tokens", "processed_tokens", "attention_pairs", "train_seconds", "steps"):
-            setattr(meter, key, state.get("costs", {}).get(key, 0))
-        meter.previous_wall_seconds = state.get("costs", {}).get("wall_seconds", 0.0)
+            setattr(self.meter, key, costs.get(key, 0))
+        self.meter.previous_wall_seconds = costs.get("wall_seconds", 0.0)
 
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        with writing(out / "config.json"):
-            from codepeft.generation.records import write_json
+    def write_config(self) -> None:
+        if not self.main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with writing(self.out / CONFIG):
+            write_json(self.out / CONFIG, {**self.job.config, "base": self.loaded.identity, "batching": self.batching,
+                                           "total_steps": self.total_steps, "eval_every": self.eval_every,
+                                           "finished": False})
+            write_json(self.out / "environment.json", environment(self.settings.seed, self.checksums))
 
-            write_json(out / "config.json", {**run.config, "base": loaded.identity, "batching": batching,
-                                             "total_steps": total_steps, "eval_every": eval_every,
-                                             "finished": False})
-            write_json(out / "environment.json", environment(settings.seed, checksums))
-
-    def log(record: dict[str, Any]) -> None:
-        if main:
-            with writing(out / LOG), open(out / LOG, "a", encoding="utf-8") as handle:
+    def log(self, record: dict[str, Any]) -> None:
+        if self.main:
+            with writing(self.out / LOG), open(self.out / LOG, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
 
-    def forward_sum(items: list[Tokenized]) -> tuple[Any, int]:
+    def forward_sum(self, items: list[Tokenized]) -> tuple[Any, int]:
         """Summed loss over the target tokens of ``items`` and their count."""
-        batch = collate(items, batching, causal, loaded.tokenizer.pad_token_id, settings.max_length,
-                        settings.pack_row_tokens)
-        count = sum(item.target_tokens(causal) for item in items)
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        meter.processed_tokens += processed_tokens(batch)
+        import torch
+        from peft.helpers import disable_input_dtype_casting
+
+        batch = collate(items, self.batching, self.causal, self.loaded.tokenizer.pad_token_id,
+                        self.settings.max_length, self.settings.pack_row_tokens)
+        count = sum(item.target_tokens(self.causal) for item in items)
+        batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+        self.meter.processed_tokens += processed_tokens(batch)
         with contextlib.ExitStack() as stack:
-            if autocast_bf16:
-                stack.enter_context(torch.autocast(accelerator.device.type, dtype=torch.bfloat16))
-            if bf16_adapters:
-                stack.enter_context(disable_input_dtype_casting(unwrapped))
+            if self.compute.autocast_bf16:
+                stack.enter_context(torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16))
+            if self.compute.bf16_adapters:
+                stack.enter_context(disable_input_dtype_casting(self.unwrapped))
             # no cache: transformers keeps packed rows block-diagonal only when no cache is passed
-            if target_logits:
-                return target_loss_sum(model, batch), count
-            loss = model(**batch, use_cache=False).loss
+            if self.target_logits:
+                return target_loss_sum(self.model, batch), count
+            loss = self.model(**batch, use_cache=False).loss
         return loss.float() * count, count
 
-    def shard(items: list[Tokenized]) -> list[Tokenized]:
-        return items[rank::world]
+    def shard(self, items: list[Tokenized]) -> list[Tokenized]:
+        return items[self.rank :: self.world]
 
-    def validate() -> float:
-        model.eval()
-        totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-        order = sorted(range(len(val_items)), key=lambda i: val_items[i].real_tokens)
-        saved = meter.processed_tokens
+    def validate(self) -> float:
+        """Mean loss per target token over the validation items (shortest first, sharded over processes)."""
+        import torch
+
+        self.model.eval()
+        device = self.accelerator.device
+        totals = torch.zeros(2, dtype=torch.float64, device=device)
+        order = sorted(range(len(self.val_items)), key=lambda i: self.val_items[i].real_tokens)
+        saved = self.meter.processed_tokens
+        size = self.settings.batch_size
         with torch.no_grad():
-            for start in range(0, len(order), settings.batch_size):
-                local = shard([val_items[i] for i in order[start : start + settings.batch_size]])
+            for start in range(0, len(order), size):
+                local = self.shard([self.val_items[i] for i in order[start : start + size]])
                 if local:
-                    loss_sum, count = forward_sum(local)
-                    totals += torch.tensor([float(loss_sum), count], dtype=torch.float64, device=accelerator.device)
-        meter.processed_tokens = saved
-        totals = accelerator.reduce(totals, reduction="sum")
-        model.train()
+                    loss_sum, count = self.forward_sum(local)
+                    totals += torch.tensor([float(loss_sum), count], dtype=torch.float64, device=device)
+        self.meter.processed_tokens = saved
+        totals = self.accelerator.reduce(totals, reduction="sum")
+        self.model.train()
         return float(totals[0] / max(totals[1], 1))
 
-    def epoch_items(epoch: int) -> list[list[Tokenized]]:
-        order = epoch_order(sizes, weights, settings.seed, epoch)
-        items = [train_sets[s][i] for s, i in order]
-        return [[items[i] for i in b] for b in plan_batches(items, settings.batch_size, batching,
-                                                             settings.seed + epoch)]
+    def epoch_batches(self, epoch: int) -> list[list[Tokenized]]:
+        order = epoch_order(self.sizes, self.weights, self.settings.seed, epoch)
+        items = [self.train_sets[s][i] for s, i in order]
+        plan = plan_batches(items, self.settings.batch_size, self.batching, self.settings.seed + epoch)
+        return [[items[i] for i in b] for b in plan]
 
-    if step == 0:
-        state["initial_val_loss"] = validate()  # the untrained baseline every later validation is read against
-        log({"step": 0, "val_loss": round(state["initial_val_loss"], 5), "best": False})
-    stopped_early = False
-    epoch, batch_index = state["epoch"], state["batch"]
-    batches = epoch_items(epoch)
-    while step < total_steps and not stopped_early:
-        started = time.perf_counter()
+    def train_loop(self) -> bool:
+        """Steps until ``total_steps`` or early stopping; returns whether it stopped early."""
+        if self.step == 0:
+            # the untrained baseline every later validation is read against
+            self.state["initial_val_loss"] = self.validate()
+            self.log({"step": 0, "val_loss": round(self.state["initial_val_loss"], 5), "best": False})
+        stopped_early = False
+        self.epoch, self.batch_index = self.state["epoch"], self.state["batch"]
+        self.batches = self.epoch_batches(self.epoch)
+        while self.step < self.total_steps and not stopped_early:
+            self.train_step(self.next_micro_batches())
+            if self.step % self.eval_every == 0 or self.step == self.total_steps:
+                stopped_early = self.validate_and_save()
+        return stopped_early
+
+    def next_micro_batches(self) -> list[list[Tokenized]]:
+        """The ``grad_accum`` batches of the next optimizer step, starting a new epoch where one runs out."""
         micro: list[list[Tokenized]] = []
-        while len(micro) < settings.grad_accum:
-            if batch_index >= len(batches):
-                epoch, batch_index = epoch + 1, 0
-                batches = epoch_items(epoch)
-            micro.append(batches[batch_index])
-            batch_index += 1
-        global_targets = sum(item.target_tokens(causal) for batch in micro for item in batch)
+        while len(micro) < self.settings.grad_accum:
+            if self.batch_index >= len(self.batches):
+                self.epoch, self.batch_index = self.epoch + 1, 0
+                self.batches = self.epoch_batches(self.epoch)
+            micro.append(self.batches[self.batch_index])
+            self.batch_index += 1
+        return micro
+
+    def train_step(self, micro: list[list[Tokenized]]) -> None:
+        """One optimizer step over ``micro``, the loss normalised by the global step's target tokens."""
+        import torch
+
+        started = time.perf_counter()
+        accelerator, model = self.accelerator, self.model
+        global_targets = sum(item.target_tokens(self.causal) for batch in micro for item in batch)
         step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
         local_tokens = local_pairs = 0
         for index, batch in enumerate(micro):
-            local = shard(batch)
+            local = self.shard(batch)
             sync = index == len(micro) - 1
             with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                 if local:
-                    loss_sum, _ = forward_sum(local)
+                    loss_sum, _ = self.forward_sum(local)
                     local_tokens += sum(item.real_tokens for item in local)
                     local_pairs += sum(item.length * (item.length + 1) // 2 for item in local)
                 else:  # this process has no share of a short last batch; DDP still needs its gradients
                     loss_sum = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
                 # DDP averages gradients over processes; scaling by world makes it the global-token mean
-                accelerator.backward(loss_sum * world / max(global_targets, 1))
+                accelerator.backward(loss_sum * self.world / max(global_targets, 1))
             step_loss += loss_sum.detach().double()
-        if settings.max_grad_norm:
-            accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], settings.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        reduced = accelerator.reduce(
-            torch.stack([step_loss, torch.tensor(float(local_tokens), dtype=torch.float64, device=step_loss.device),
-                         torch.tensor(float(local_pairs), dtype=torch.float64, device=step_loss.device)]),
-            reduction="sum")
-        train_loss = float(reduced[0]) / max(global_targets, 1)
-        meter.train_seconds += time.perf_counter() - started
-        meter.tokens_seen += int(reduced[1])
-        meter.attention_pairs += int(reduced[2])
-        meter.target_tokens += global_targets
-        meter.steps = step
-        if step % settings.log_every == 0 or step == 1:
-            log({"step": step, "epoch": epoch, "loss": round(train_loss, 5), "lr": scheduler.get_last_lr()[0],
-                 "tokens": meter.tokens_seen, "seconds": round(meter.train_seconds, 2)})
+        if self.settings.max_grad_norm:
+            accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], self.settings.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        counts = torch.tensor([float(local_tokens), float(local_pairs)], dtype=torch.float64, device=step_loss.device)
+        reduced = accelerator.reduce(torch.cat([step_loss.reshape(1), counts]), reduction="sum")
+        self.account(float(reduced[0]) / max(global_targets, 1), int(reduced[1]), int(reduced[2]), global_targets,
+                     time.perf_counter() - started)
+
+    def account(self, train_loss: float, tokens: int, pairs: int, targets: int, seconds: float) -> None:
+        """Costs and the log line of a finished step; a non-finite loss ends the run with a one-line error."""
+        meter = self.meter
+        meter.train_seconds += seconds
+        meter.tokens_seen += tokens
+        meter.attention_pairs += pairs
+        meter.target_tokens += targets
+        meter.steps = self.step
+        if self.step % self.settings.log_every == 0 or self.step == 1:
+            self.log({"step": self.step, "epoch": self.epoch, "loss": round(train_loss, 5),
+                      "lr": self.scheduler.get_last_lr()[0], "tokens": meter.tokens_seen,
+                      "seconds": round(meter.train_seconds, 2)})
         if not math.isfinite(train_loss):
-            raise CodepeftError(f"training diverged at step {step} (loss {train_loss}): lower the learning rate (lr)")
+            raise CodepeftError(
+                f"training diverged at step {self.step} (loss {train_loss}): lower the learning rate (lr)"
+            )
 
-        if step % eval_every == 0 or step == total_steps:
-            val_loss = validate()
-            state["val_losses"].append([step, val_loss])
-            improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
-            log({"step": step, "val_loss": round(val_loss, 5), "best": improved})
-            if improved:
-                state.update(best_val_loss=val_loss, best_step=step, bad_evals=0)
-                if main:
-                    save_adapter(unwrapped, loaded, method.name, run.params.model_dump(), out / ADAPTER,
-                                 {"step": step, "val_loss": val_loss, "data": run.config["data"]})
-            else:
-                state["bad_evals"] += 1
-                patience = settings.early_stopping_patience
-                stopped_early = bool(patience and state["bad_evals"] >= patience)
-            state.update(epoch=epoch, batch=batch_index, costs=meter.summary(world))
-            if main:
-                save_checkpoint(out / CHECKPOINTS, step, unwrapped, optimizer, scheduler, state,
-                                settings.keep_checkpoints)
-            accelerator.wait_for_everyone()
+    def validate_and_save(self) -> bool:
+        """Validate; keep the adapter when it improved, and a checkpoint. Returns whether to stop early."""
+        state, step = self.state, self.step
+        val_loss = self.validate()
+        state["val_losses"].append([step, val_loss])
+        improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
+        self.log({"step": step, "val_loss": round(val_loss, 5), "best": improved})
+        stop = False
+        if improved:
+            state.update(best_val_loss=val_loss, best_step=step, bad_evals=0)
+            if self.main:
+                save_adapter(self.unwrapped, self.loaded, self.method.name, self.job.params.model_dump(),
+                             self.out / ADAPTER, {"step": step, "val_loss": val_loss, "data": self.job.config["data"]})
+        else:
+            state["bad_evals"] += 1
+            patience = self.settings.early_stopping_patience
+            stop = bool(patience and state["bad_evals"] >= patience)
+        state.update(epoch=self.epoch, batch=self.batch_index, costs=self.meter.summary(self.world))
+        if self.main:
+            save_checkpoint(self.out / CHECKPOINTS, step, self.unwrapped, self.optimizer, self.scheduler, state,
+                            self.settings.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+        return stop
 
-    restore_attention(unwrapped, attention_before)
-    restore_lora(fused_layers)
-    if settings.keep_freed_memory:
-        release_freed_memory()
-    costs = meter.summary(world)
-    if main:
-        from codepeft.generation.records import write_json
-
-        with writing(out / COSTS):
-            write_json(out / COSTS, {**costs, "method": method.name, "batching": batching,
-                                     "best_val_loss": state["best_val_loss"], "best_step": state["best_step"],
-                                     "initial_val_loss": state.get("initial_val_loss")})
-            config = json.loads((out / "config.json").read_text())
-            write_json(out / "config.json", {**config, "finished": True, "stopped_early": stopped_early})
-    accelerator.wait_for_everyone()
-    return TrainResult(out, out / ADAPTER, state["best_val_loss"], state["best_step"], step, stopped_early, costs,
-                       [tuple(v) for v in state["val_losses"]], state.get("initial_val_loss"), unwrapped)
+    def finish(self, stopped_early: bool) -> TrainResult:
+        """Write the costs and mark the run finished (after the speed-ups were undone)."""
+        state, out = self.state, self.out
+        costs = self.meter.summary(self.world)
+        if self.main:
+            with writing(out / COSTS):
+                write_json(out / COSTS, {**costs, "method": self.method.name, "batching": self.batching,
+                                         "best_val_loss": state["best_val_loss"], "best_step": state["best_step"],
+                                         "initial_val_loss": state.get("initial_val_loss")})
+                config = json.loads((out / CONFIG).read_text())
+                write_json(out / CONFIG, {**config, "finished": True, "stopped_early": stopped_early})
+        self.accelerator.wait_for_everyone()
+        return TrainResult(out, out / ADAPTER, state["best_val_loss"], state["best_step"], self.step, stopped_early,
+                           costs, [tuple(v) for v in state["val_losses"]], state.get("initial_val_loss"),
+                           self.unwrapped)

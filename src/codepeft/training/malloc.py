@@ -1,26 +1,8 @@
-"""What this machine can train with: bitsandbytes' quantised layers, bf16, the allocator's peak memory."""
+"""glibc malloc tuning for training: keep freed memory in the heap during a run, hand it back after."""
 
 from __future__ import annotations
 
 import functools
-
-
-@functools.cache
-def bitsandbytes_problem() -> str | None:
-    """Why bitsandbytes' 4-/8-bit layers cannot run here, or ``None`` when a tiny quantised matmul works."""
-    try:
-        import bitsandbytes as bnb
-        import torch
-    except ImportError as err:
-        return f"bitsandbytes is not installed ({err.name}): pip install bitsandbytes"
-    try:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        layer = bnb.nn.Linear4bit(16, 16, quant_type="nf4", compute_dtype=torch.float32).to(device)
-        layer(torch.ones(1, 16, device=device))
-    except Exception as err:  # any backend failure means the method cannot run here
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return f"bitsandbytes has no working backend for this {device.upper()} ({first})"
-    return None
 
 
 @functools.cache
@@ -37,7 +19,12 @@ def _glibc() -> object | None:
         return None
 
 
-@functools.cache
+#: mallopt parameters in glibc's malloc.h
+_TRIM_THRESHOLD, _TOP_PAD, _MMAP_THRESHOLD = -1, -2, -3
+#: glibc's documented defaults for them (mallopt(3)): 128 KiB each
+_DEFAULT = 128 * 1024
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel; True if applied.
 
@@ -46,16 +33,26 @@ def keep_freed_memory() -> bool:
     so the kernel zeroes those pages again on first touch every step: ~43,000 page faults and about 3% of
     a LoRA step of smollm2-135m on CPU (benchmarks/results/training.md). Serving every block from the heap
     and never trimming it cuts that to ~10,000; memory freed stays with the process, whose peak is unchanged.
-    Process-wide and lasting (``release_freed_memory`` hands the free memory back, as ``train`` does
-    when it ends); nothing happens on other C libraries.
+    Process-wide until ``restore_malloc_defaults`` (``training.speedups.kept_freed_memory`` scopes it
+    to one training run); nothing happens on other C libraries.
     """
     libc = _glibc()
     if libc is None:
         return False
-    trim_threshold, top_pad, mmap_threshold = -1, -2, -3  # mallopt parameters in glibc's malloc.h
     # older glibc caps the mmap threshold at 32 MiB; the larger blocks (vocabulary logits) then keep their mmaps
-    served = libc.mallopt(mmap_threshold, 1 << 30) == 1 or libc.mallopt(mmap_threshold, 1 << 25) == 1
-    return served and libc.mallopt(trim_threshold, 1 << 40) == 1 and libc.mallopt(top_pad, 1 << 28) == 1
+    served = libc.mallopt(_MMAP_THRESHOLD, 1 << 30) == 1 or libc.mallopt(_MMAP_THRESHOLD, 1 << 25) == 1
+    return served and libc.mallopt(_TRIM_THRESHOLD, 1 << 40) == 1 and libc.mallopt(_TOP_PAD, 1 << 28) == 1
+
+
+def restore_malloc_defaults() -> bool:
+    """Undo ``keep_freed_memory``: glibc's default trim threshold, top pad and mmap threshold again.
+
+    (glibc's sliding mmap threshold stays fixed at its default once set; big blocks are mapped again.)
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    return all(libc.mallopt(param, _DEFAULT) == 1 for param in (_MMAP_THRESHOLD, _TRIM_THRESHOLD, _TOP_PAD))
 
 
 def release_freed_memory() -> bool:

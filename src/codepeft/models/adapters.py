@@ -7,16 +7,17 @@ the base it was trained on. Attaching it to another base is a one-line error, no
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
-from codepeft.errors import CodepeftError
-from codepeft.training.checkpoints import writing
+from codepeft.errors import CodepeftError, first_line
+from codepeft.rundir import replacing
 
 META = "codepeft_adapter.json"
 MERGED_META = "codepeft_merged.json"
+PEFT_CONFIG = "adapter_config.json"
 #: identity keys that must agree between the training base and the base an adapter is attached to
 IDENTITY_KEYS = ("architecture", "config_sha256")
 
@@ -25,22 +26,15 @@ def save_adapter(model: Any, loaded: Any, method: str, params: dict[str, Any], p
                  extra: dict[str, Any] | None = None) -> Path:
     """Write the adapter (or full model) to ``path`` atomically: the previous one stays until the new one is whole."""
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    old = path.with_name(f".old-{path.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with writing(path, cleanup=tmp):
-        tmp.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp:
+        tmp.mkdir()
         model.save_pretrained(tmp)
-        if method == "full":
+        if not hasattr(model, "peft_config"):  # a whole model (full fine-tuning) keeps its tokenizer beside it
             loaded.tokenizer.save_pretrained(tmp)
         base = {k: v for k, v in loaded.identity.items() if k not in {"adapter", "merged"}}
         meta = {"method": method, "params": params, "base": base, **(extra or {})}
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
     return path
 
 
@@ -69,23 +63,22 @@ def check_base(meta: dict[str, Any], identity: dict[str, Any], path: Path) -> No
 
 def attach_adapter(loaded: Any, path: str | Path, merge: bool = False) -> Any:
     """``loaded`` with the trained adapter at ``path`` applied (``merge``: folded into the weights)."""
-    from dataclasses import replace
-
-    path = Path(path)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CodepeftError(f"adapter {path} not found: pass the adapter/ directory written by `codepeft train`")
     meta = read_adapter_meta(path)
     check_base(meta, loaded.identity, path)
     method = meta.get("method", "?")
     try:
-        if method == "full":
+        if not (path / PEFT_CONFIG).is_file():  # a whole fine-tuned model, not a peft adapter
             model = _load_full(loaded, path)
         else:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(loaded.model, path)
             if merge:
-                from codepeft.methods import get_method
-
-                if not getattr(get_method(method), "mergeable", False):
+                # prompt and prefix tuning add virtual tokens: there is no weight update to fold in
+                if model.active_peft_config.is_prompt_learning:
                     raise CodepeftError(
                         f"a {method} adapter cannot be merged into the weights (it adds virtual tokens): "
                         "load it without --merge"
@@ -94,11 +87,11 @@ def attach_adapter(loaded: Any, path: str | Path, merge: bool = False) -> Any:
     except CodepeftError:
         raise
     except Exception as err:  # unreadable or mismatched weight files
-        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        first = first_line(err)
         raise CodepeftError(f"cannot load adapter {path} ({first}): retrain or restore it") from None
     model.eval()
     identity = {**loaded.identity, "adapter": str(path), "adapter_method": method, "merged": bool(merge)}
-    return replace(loaded, model=model, identity=identity)
+    return dataclasses.replace(loaded, model=model, identity=identity)
 
 
 def _load_full(loaded: Any, path: Path) -> Any:
@@ -108,28 +101,3 @@ def _load_full(loaded: Any, path: Path) -> Any:
     dtype = next(loaded.model.parameters()).dtype
     return loader.from_pretrained(path, dtype=dtype)
 
-
-def merge_adapter(adapter: str | Path, output: str | Path, base: str | None = None, dtype: str = "auto") -> Path:
-    """Fold ``adapter`` into its base and save the merged model (+ tokenizer) to ``output``."""
-    from codepeft.models import load_model
-
-    adapter, output = Path(adapter), Path(output)
-    meta = read_adapter_meta(adapter)
-    spec = base or meta.get("base", {}).get("path") or meta.get("base", {}).get("spec")
-    if not spec:
-        raise CodepeftError(f"{adapter} does not name its base model: pass --base")
-    if output.exists() and any(output.iterdir()):
-        raise CodepeftError(f"{output} already exists and is not empty: choose another --output")
-    loaded = load_model(spec, dtype=dtype, adapter=adapter, merge=True)
-    tmp = output.with_name(f".tmp-{output.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with writing(output, cleanup=tmp):
-        tmp.mkdir(parents=True)
-        loaded.model.save_pretrained(tmp)
-        loaded.tokenizer.save_pretrained(tmp)
-        record = {"adapter": str(adapter.resolve()), "method": meta.get("method"), "base": meta.get("base")}
-        (tmp / MERGED_META).write_text(json.dumps(record, indent=2, default=str) + "\n")
-        if output.exists():
-            output.rmdir()
-        tmp.rename(output)
-    return output

@@ -4,7 +4,7 @@ Each rank trains (LoRA, no dropout) and writes ``rank<N>.pt`` with its final tra
 the output directory, beside the run's ``train_log.jsonl``; the test compares the ranks with each
 other and with a one-process run on the same global batches::
 
-    torchrun --nproc_per_node 2 -m codepeft.training.ddp_check OUT MODEL DATA '{"max_steps": 4}'
+    torchrun --nproc_per_node 2 tests/ddp_check.py OUT MODEL DATA '{"max_steps": 4}'
 """
 
 from __future__ import annotations
