@@ -44,12 +44,15 @@ def test_output_is_captured_and_capped():
     assert outcome.stderr.startswith("e" * 100) and outcome.stderr.endswith("[... output cut]")
 
 
-def test_fresh_work_directory_is_removed_and_stdin_is_fed():
-    outcome = run_program(Program("import os\nprint(os.getcwd())\nprint(input())" + REPORT, stdin="fed\n",
-                                  files={"data.txt": "x"}))
-    workdir, fed = outcome.stdout.split()
-    assert fed == "fed" and "codepeft-sbx-" in workdir
-    assert not Path(workdir).exists()
+def test_each_program_gets_a_fresh_work_directory_and_its_stdin():
+    writer = Program("import os\nprint(os.getcwd(), sorted(os.listdir()))\nopen('left.txt', 'w').write('x')\n"
+                     "print(input())" + REPORT, stdin="fed\n", files={"data.txt": "x"})
+    reader = Program("import os\nprint(sorted(os.listdir()))" + REPORT)
+    first, second = run_many([writer, reader], workers=1)  # the same server, one after the other
+    workdir, listing, fed = first.stdout.split(" ", 1)[0], *first.stdout.split(" ", 1)[1].rsplit("\n", 2)[:2]
+    assert first.passed and fed == "fed" and listing == "['data.txt', 'main.py']", first
+    assert second.passed and second.stdout.strip() == "['main.py']", second
+    assert not (Path(workdir) / "left.txt").exists()
 
 
 def test_one_bad_sample_does_not_affect_the_others():
