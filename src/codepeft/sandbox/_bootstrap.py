@@ -36,6 +36,7 @@ import os
 import resource
 import select
 import signal
+import socket
 import sys
 import time
 
@@ -212,21 +213,31 @@ def resolve(namespace, target, cache):
     return found
 
 
+def flush():
+    """The candidate's prints reach its output before the checker's verdict ends the program."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
 def answer(channel, namespace, message, cache):
     """Serve one request from the checker."""
+    flush()
     op = message[0]
     if op == "names":
         channel.send(["names", {name: describe(namespace[name]) for name in message[1] if name in namespace}])
     elif op == "call":
         try:
             function = resolve(namespace, message[1], cache)
-            result = function(*decode(message[2]), **decode(message[3]))
-            channel.send(["ok", encode(result)])
+            result = encode(function(*decode(message[2]), **decode(message[3])))
+            flush()
+            channel.send(["ok", result])
         except SystemExit:
             raise
         except NotPlain as error:
             channel.send(["raise", "TypeError", f"the candidate returned {error}"])
         except BaseException as error:  # noqa: BLE001 - any failure of the candidate is the test's failure
+            flush()
             channel.send(["raise", *exception_message(error)])
     elif op == "run":
         channel.send(["ran", *run_script(message[1], message[2])])
@@ -257,6 +268,7 @@ def agent(script):
         sys.excepthook(*sys.exc_info())
         channel.send(["raise", *exception_message(error)])
         return 1
+    flush()
     channel.send(["ready"])
     cache = {}
     while True:
@@ -545,7 +557,7 @@ def start_program(request, config, workdir):
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.path[:] = [workdir, *sys.path[1:], *config["site_packages"]]
-    run_as_main("main.py", request.get("checker") is not None)
+    run_as_main("main.py", bool(request["checker"]))
 
 
 def arrange_fds(fds):
@@ -580,18 +592,59 @@ def candidate_side(request, config, fds):
         os._exit(71)
 
 
-def checker_side(request, fds):
+def checker_side(spec, fds):
+    """A checker process: the tests of one program, against its agent; the verdict on fds[2]."""
     try:
         os.setsid()
         arrange_fds(fds)
+        signal.alarm(int(spec["timeout"]) + 5)  # never outlives its program for long
         for name in ("cpu", "as", "fsize"):
-            value = request["limits"].get(name)
+            value = spec["limits"].get(name)
             if value is not None:
                 resource.setrlimit(LIMITS[name], (value, value + 1 if name == "cpu" else value))
         sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the tests' prints go nowhere
-        checker(request["checker"], Channel(0, 1), 2)
+        checker(spec["checker"], Channel(0, 1), 2)
     finally:
         os._exit(72)
+
+
+def checker_parent(spec_fd, control):
+    """Forked by the server before its first request, so its memory holds no program's data.
+
+    Tests reach it from codepeft on their own pipe (``spec_fd``) and never pass through the server,
+    whose memory every program inherits: a program cannot find its tests, or another program's, in
+    its own memory. For each program the server sends the checker's three pipes on ``control``.
+    """
+    specs = Channel(spec_fd, -1)
+    while True:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        try:
+            _, fds, _, _ = socket.recv_fds(control, 16, 3)
+        except OSError:
+            os._exit(0)
+        if len(fds) != 3:
+            os._exit(0)
+        spec = specs.receive()
+        if os.fork() == 0:
+            control.close()
+            checker_side(spec, fds)
+        for fd in fds:
+            os.close(fd)
+
+
+def start_checker_parent(config):
+    """The checker parent (see ``checker_parent``) and the socket that sends it each checker's pipes."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    if os.fork() == 0:
+        ours.close()
+        os.close(0)
+        os.close(1)
+        checker_parent(config["spec_fd"], theirs)
+    theirs.close()
+    os.close(config["spec_fd"])
+    return ours
 
 
 # ---------------------------------------------------------------- the server
@@ -612,7 +665,7 @@ def read_tail(fd, size=4096):
     return os.pread(fd, size, max(0, end - size))
 
 
-def wait_for(request, child, checker_pid, verdict_fd):
+def wait_for(request, child, verdict_fd):
     """Wait for the verdict (or the program, without a checker) until the time-out; returns what ended it."""
     deadline = time.monotonic() + request["timeout"]
     child_fd = os.pidfd_open(child)
@@ -657,25 +710,23 @@ def run_request(request, config):
     out, err, status = memfile("stdout"), memfile("stderr"), memfile("status")
     notice_read, notice_write = os.pipe()
     fds = [stdin, out, err, status]
-    verdict_read = checker_pid = None
-    if request.get("checker") is not None:
+    verdict_read = None
+    if request["checker"]:
         to_agent, from_agent, (verdict_read, verdict_write) = os.pipe(), os.pipe(), os.pipe()
         fds += [to_agent[0], from_agent[1]]
     child = os.fork()
     if child == 0:
         candidate_side(request, config, [*fds, notice_write])
     if verdict_read is not None:
-        checker_pid = os.fork()
-        if checker_pid == 0:
-            checker_side(request, [from_agent[0], to_agent[1], verdict_write])
+        checker_fds = [from_agent[0], to_agent[1], verdict_write]
+        socket.send_fds(config["control"], [b"c"], checker_fds)
         for fd in (*to_agent, *from_agent, verdict_write):
             os.close(fd)
     os.close(notice_write)
-    verdict, child_done, timed_out = wait_for(request, child, checker_pid, verdict_read)
+    verdict, child_done, timed_out = wait_for(request, child, verdict_read)
     kill_and_reap(child, config["mode"])
-    if checker_pid is not None:
-        kill_and_reap(checker_pid, "namespaces")
-        os.close(verdict_read)
+    if verdict_read is not None:
+        os.close(verdict_read)  # a checker still running gets EPIPE, and its alarm ends it anyway
     notices, how = read_notices(notice_read)
     head_out, head_err = read_head(out, cap), read_head(err, cap)
     reply = {"timed_out": timed_out and not verdict, "wait_status": how, "notices": notices,
@@ -814,6 +865,7 @@ def serve():
             warn(f"filesystem not locked: {err}")
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     sys.path[:] = [*sys.path, *config["site_packages"]]
+    config["control"] = start_checker_parent(config)
     requests = os.fdopen(0, "rb", buffering=0)
     os.write(1, (json.dumps({"ready": True, "notices": SERVER_NOTICES}) + "\n").encode())
     while True:

@@ -164,9 +164,9 @@ def _hidden_paths() -> list[str]:
     return sorted(p for p in paths if p != "/" and Path(p).exists())
 
 
-def server_command(mode: Mode) -> list[str]:
-    """The command line of a sandbox server (see ``_bootstrap.py``)."""
-    config = {"mode": mode, "site_packages": [p for p in site.getsitepackages() if Path(p).is_dir()]}
+def server_command(mode: Mode, spec_fd: int) -> list[str]:
+    """The command line of a sandbox server (see ``_bootstrap.py``); tests reach it on ``spec_fd``."""
+    config = {"mode": mode, "spec_fd": spec_fd, "site_packages": [p for p in site.getsitepackages() if Path(p).is_dir()]}
     if mode == "namespaces":
         config.update(hide=_hidden_paths(), keep=_runtime_paths(), staging="/tmp")
     server = [sys.executable, "-I", "-S", "-c", BOOTSTRAP.read_text(encoding="utf-8"), json.dumps(config)]

@@ -155,8 +155,15 @@ class SandboxServer:
         self.mode = mode
         self.group: WorkerGroup | None = None
         self._pending = b""
-        self.proc = subprocess.Popen(server_command(mode), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env=sandbox_env({}), start_new_session=True, close_fds=True)
+        # Tests go to the server's checker parent on a pipe of their own, never through the server (whose
+        # memory every program inherits).
+        spec_read, self._specs = os.pipe()
+        try:
+            self.proc = subprocess.Popen(server_command(mode, spec_read), stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, env=sandbox_env({}), start_new_session=True,
+                                         close_fds=True, pass_fds=(spec_read,))
+        finally:
+            os.close(spec_read)
         self._replies = self.proc.stdout
         hello = self._reply(SERVER_START)
         if hello is None:
@@ -203,10 +210,14 @@ class SandboxServer:
         line, self._pending = self._pending.split(b"\n", 1)
         return line.decode().strip()
 
-    def run(self, request: dict[str, object], timeout: float) -> dict[str, Any]:
+    def run(self, request: dict[str, object], timeout: float, checker: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run one request; the server enforces ``timeout`` itself (a server that does not answer is killed)."""
-        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        self.proc.stdin.write(json.dumps({**request, "checker": checker is not None}).encode() + b"\n")
         self.proc.stdin.flush()
+        if checker is not None:
+            data = json.dumps({"checker": checker, "timeout": timeout, "limits": request["limits"]}).encode() + b"\n"
+            while data:
+                data = data[os.write(self._specs, data):]
         line = self._reply(timeout + SERVER_GRACE)
         if line is None:
             self.kill()
@@ -228,6 +239,8 @@ class SandboxServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc.stdout.close()
+        with contextlib.suppress(OSError):
+            os.close(self._specs)
         if self.group is not None:
             self.group.close()
             self.group = None
@@ -278,11 +291,11 @@ def _run_on(server: SandboxServer, program: Program, timeout: float, limits: Lim
     request: dict[str, Any] = {
         "source": program.source, "files": program.files, "stdin": program.stdin or "", "env": sandbox_env(extra),
         "limits": limits.rlimits(), "workdir_bytes": limits.workdir_bytes, "output_bytes": limits.output_bytes,
-        "timeout": timeout, "checker": program.checker}
+        "timeout": timeout}
     if server.mode == "rlimits":
         request["host_workdir"] = tempfile.mkdtemp(prefix="codepeft-sbx-")
     try:
-        reply = server.run(request, timeout)
+        reply = server.run(request, timeout, program.checker)
     finally:
         if server.mode == "rlimits":
             if server.group is not None:  # the group knows every process the program left
