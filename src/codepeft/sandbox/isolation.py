@@ -109,12 +109,19 @@ def choose_mode(requested: Mode | None = None) -> Mode:
     return mode
 
 
+def _reachable(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except OSError:  # e.g. inside another user's home: this user's interpreter cannot need it
+        return False
+
+
 def _runtime_paths() -> list[str]:
     """What the interpreter needs: its installation, the virtual environment, the system libraries."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              str(Path(sys.executable).resolve().parent.parent), "/usr",
              *(p for p in site.getsitepackages() if Path(p).is_dir())}
-    resolved = sorted({str(Path(p).resolve()) for p in paths if Path(p).exists()})
+    resolved = sorted({str(Path(p).resolve()) for p in paths if _reachable(p)})
     # Nested paths come with their parent.
     return [p for p in resolved if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in resolved)]
 
