@@ -220,3 +220,17 @@ def test_doctest_kind_body_and_whole_function():
 def test_unknown_test_kind_is_a_user_error():
     with pytest.raises(CodepeftError, match="unknown test kind 'pytest'"):
         build_program("x = 1", {"kind": "pytest"})
+
+
+def test_recursion_errors_are_failed_with_their_reason_even_past_the_output_cap():
+    """Issue #16 point 6: one label for a RecursionError, ``failed``, its reason kept, also when the traceback
+    is longer than the output kept (mutual recursion is not folded into "previous line repeated")."""
+    mutual = "def f(n):\n    return g(n + 1)\n\n\ndef g(n):\n    return f(n + 1)\n"
+    raw = run_program(Program(mutual + "f(0)\n" + REPORT))
+    assert raw.stderr.endswith("[... output cut]"), len(raw.stderr)
+    assert raw.status == "failed" and raw.reason.startswith("RecursionError: maximum recursion depth"), raw.reason
+    tests = {"kind": "humaneval", "prompt": "def add(a, b):\n", "entry_point": "add",
+             "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n"}
+    for candidate in ("    return f(a)\n\n" + mutual, "    return 5\n\n" + mutual + "f(0)\n"):  # in a call, at import
+        outcome = _run(candidate, tests)
+        assert outcome.status == "failed" and outcome.reason.startswith("RecursionError: maximum recursion"), outcome

@@ -374,7 +374,8 @@ def _unprivileged_python() -> tuple[list[str], dict[str, str]] | None:
             continue
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join([src, *site_packages]), "HOME": "/tmp"}
         # The sandbox re-executes sys.executable: nobody must be able to run it, not only to start it.
-        check = "import subprocess, sys, codepeft.sandbox, psutil; subprocess.run([sys.executable, '-c', ''], check=True)"
+        check = ("import subprocess, sys, codepeft.sandbox, psutil\n"
+                 "subprocess.run([sys.executable, '-c', ''], check=True)")
         probe = subprocess.run([*as_nobody, python, "-c", check], env=env, capture_output=True, cwd="/tmp")
         if probe.returncode == 0:
             return [*as_nobody, python], env

@@ -197,7 +197,7 @@ def describe(value):
 def exception_message(error):
     try:
         text = str(error)
-    except Exception:  # noqa: BLE001 - a hostile __str__ must not take the agent down
+    except Exception:
         text = ""
     return [type(error).__name__, text[:2000] if type(text) is str else ""]
 
@@ -236,7 +236,7 @@ def answer(channel, namespace, message, cache):
             raise
         except NotPlain as error:
             channel.send(["raise", "TypeError", f"the candidate returned {error}"])
-        except BaseException as error:  # noqa: BLE001 - any failure of the candidate is the test's failure
+        except BaseException as error:
             flush()
             channel.send(["raise", *exception_message(error)])
     elif op == "run":
@@ -264,7 +264,7 @@ def agent(script):
             exec(compile(handle.read(), namespace["__file__"], "exec"), namespace)
     except SystemExit:
         raise
-    except BaseException as error:  # noqa: BLE001 - reported like the program's own traceback would be
+    except BaseException as error:
         sys.excepthook(*sys.exc_info())
         channel.send(["raise", *exception_message(error)])
         return 1
@@ -294,7 +294,7 @@ def rebuild(name, message):
     if isinstance(kind, type) and issubclass(kind, Exception) and kind.__module__ == "builtins":
         try:
             return kind(message)
-        except Exception:  # noqa: BLE001 - e.g. UnicodeDecodeError needs more arguments
+        except Exception:
             pass
     return CandidateError(f"{name}: {message}" if message else str(name))
 
@@ -368,7 +368,12 @@ def check(spec, channel):
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     namespace.update(checker_helpers(channel))
     if spec.get("prelude"):
-        exec(compile(spec["prelude"], "<tests>", "exec"), namespace)
+        try:  # a prompt that is only a signature is not a module on its own: its helpers then run remotely
+            prelude = compile(spec["prelude"], "<prompt>", "exec")
+        except SyntaxError:
+            prelude = None
+        if prelude is not None:
+            exec(prelude, namespace)
     code = compile(spec["code"], "<tests>", "exec")
     if spec.get("link", True):
         link_candidate(channel, namespace, code_names(code), spec.get("remote") or [])
@@ -407,12 +412,9 @@ def checker(spec, channel, verdict_fd):
         verdict = {"passed": True, "reason": ""}
     except CandidateGone as error:
         verdict = {"passed": False, "reason": str(error), "gone": True}
-    except BaseException as error:  # noqa: BLE001 - any failing test is the verdict
+    except BaseException as error:
         name, text = type(error).__name__, str(error)
-        if isinstance(error, CandidateError):
-            reason = text
-        else:
-            reason = f"{name}: {text}" if text else name
+        reason = text if isinstance(error, CandidateError) else f"{name}: {text}" if text else name
         verdict = {"passed": False, "reason": reason[:300]}
     os.write(verdict_fd, json.dumps(verdict).encode() + b"\n")
     os._exit(0)
@@ -447,7 +449,7 @@ def run_as_main(script, with_agent):
         else:
             print(stop.code, file=sys.stderr)
             code = 1
-    except BaseException:  # noqa: BLE001 - reported as the interpreter would
+    except BaseException:
         sys.excepthook(*sys.exc_info())
         code = 1
     try:
@@ -465,7 +467,8 @@ def enter_namespaces():
     uid, gid = os.geteuid(), os.getegid()
     libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # /proc/self/*_map belong to root while the server is not dumpable
     call(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC), "unshare")
-    for name, text in (("uid_map", f"{PROGRAM_ID} {uid} 1"), ("setgroups", "deny"), ("gid_map", f"{PROGRAM_ID} {gid} 1")):
+    maps = (("uid_map", f"{PROGRAM_ID} {uid} 1"), ("setgroups", "deny"), ("gid_map", f"{PROGRAM_ID} {gid} 1"))
+    for name, text in maps:
         with open(f"/proc/self/{name}", "w") as handle:
             handle.write(text)
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -581,12 +584,12 @@ def candidate_side(request, config, fds):
         if init == 0:
             init_process(request, config, parent, notice_fd)
         libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-        _, status = os.waitpid(init, 0)
+        _, _status = os.waitpid(init, 0)
         if config["mode"] == "rlimits":
             with contextlib.suppress(OSError):
                 os.killpg(0, signal.SIGKILL)
         os._exit(0)
-    except BaseException as err:  # noqa: BLE001 - report anything; never fall back into the server's loop
+    except BaseException as err:
         notice(len(fds) - 1, f"sandbox set-up failed: {err}")
     finally:
         os._exit(71)
@@ -723,7 +726,7 @@ def run_request(request, config):
         for fd in (*to_agent, *from_agent, verdict_write):
             os.close(fd)
     os.close(notice_write)
-    verdict, child_done, timed_out = wait_for(request, child, verdict_read)
+    verdict, _child_done, timed_out = wait_for(request, child, verdict_read)
     kill_and_reap(child, config["mode"])
     if verdict_read is not None:
         os.close(verdict_read)  # a checker still running gets EPIPE, and its alarm ends it anyway
@@ -876,7 +879,6 @@ def serve():
                 return
             line += chunk
         reply = run_request(json.loads(line), config)
-        reply["notices"] = SERVER_NOTICES + reply["notices"]
         os.write(1, (json.dumps(reply) + "\n").encode())
 
 

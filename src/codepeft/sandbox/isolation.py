@@ -74,7 +74,7 @@ def bubblewrap_available() -> bool:
     """Whether ``bwrap`` (and, as root, ``setpriv``) can start a server here, programs' namespaces included."""
     if shutil.which("bwrap") is None or (os.geteuid() == 0 and shutil.which("setpriv") is None):
         return False
-    return _works(_bubblewrap_prefix() + [sys.executable, "-I", "-S", "-c", NESTED_CHECK])
+    return _works([*_bubblewrap_prefix(), sys.executable, "-I", "-S", "-c", NESTED_CHECK])
 
 
 @functools.cache
@@ -173,7 +173,8 @@ def _hidden_paths() -> list[str]:
 
 def server_command(mode: Mode, spec_fd: int) -> list[str]:
     """The command line of a sandbox server (see ``_bootstrap.py``); tests reach it on ``spec_fd``."""
-    config = {"mode": mode, "spec_fd": spec_fd, "site_packages": [p for p in site.getsitepackages() if Path(p).is_dir()]}
+    site_packages = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    config = {"mode": mode, "spec_fd": spec_fd, "site_packages": site_packages}
     if mode == "namespaces":
         config.update(hide=_hidden_paths(), keep=_runtime_paths(), staging="/tmp")
     server = [sys.executable, "-I", "-S", "-c", BOOTSTRAP.read_text(encoding="utf-8"), json.dumps(config)]

@@ -170,6 +170,9 @@ class SandboxServer:
             self.kill()
             raise RuntimeError(f"the sandbox server (mode {mode}) did not start")
         self.notices: list[str] = json.loads(hello).get("notices", [])
+        if mode == "rlimits":
+            self.notices.append("mode rlimits is NOT isolation: generated code could read and write the host's "
+                                "files and reach its network (install bubblewrap)")
         if limits is not None:
             self.group = create_worker_group(
                 (limits.processes + GROUP_SPARE_PROCESSES) if limits.processes else None,
@@ -281,6 +284,13 @@ def _outcome(reply: dict[str, Any], program: Program, timeout: float, nonce: str
     return Outcome(status, reason, reply["seconds"], out, err, tuple(reply["notices"]))
 
 
+def _with_notices(outcome: Outcome, notices: list[str]) -> Outcome:
+    if not notices:
+        return outcome
+    return Outcome(outcome.status, outcome.reason, outcome.seconds, outcome.stdout, outcome.stderr,
+                   (*notices, *outcome.notices))
+
+
 def _run_on(server: SandboxServer, program: Program, timeout: float, limits: Limits) -> Outcome:
     timeout = program.timeout or timeout
     nonce = secrets.token_hex(16)
@@ -303,7 +313,7 @@ def _run_on(server: SandboxServer, program: Program, timeout: float, limits: Lim
             else:
                 _kill_leftovers(sandbox_id)
             shutil.rmtree(request["host_workdir"], ignore_errors=True)
-    return _outcome(reply, program, timeout, nonce)
+    return _with_notices(_outcome(reply, program, timeout, nonce), server.notices)
 
 
 def run_program(program: Program, *, timeout: float = 10.0, limits: Limits | None = None,
