@@ -234,3 +234,29 @@ def test_recursion_errors_are_failed_with_their_reason_even_past_the_output_cap(
     for candidate in ("    return f(a)\n\n" + mutual, "    return 5\n\n" + mutual + "f(0)\n"):  # in a call, at import
         outcome = _run(candidate, tests)
         assert outcome.status == "failed" and outcome.reason.startswith("RecursionError: maximum recursion"), outcome
+
+
+def test_only_plain_values_cross_from_the_candidate_to_the_checker():
+    """The wire format the checker decodes: genuine plain values in, the same types out, anything else refused."""
+    from collections import Counter, OrderedDict, defaultdict, deque
+
+    from codepeft.sandbox._bootstrap import NotPlain, decode, encode
+
+    values = [None, True, 3, 2**100, -0.5, float("inf"), "é", b"\x00\xff", [1, (2, {3})], {(1, 2): frozenset({1})},
+              1 + 2j, Counter("aab"), OrderedDict(a=1), defaultdict(None, {1: 2}), deque([1, 2]), int]
+    for value in values:
+        back = decode(json.loads(json.dumps(encode(value))))
+        assert back == value and type(back) is type(value), value
+
+    class Sneaky(int):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = int.__hash__
+
+    for bad in (Sneaky(1), [Sneaky(1)], object(), (x for x in []), type("Local", (), {})):
+        with pytest.raises(NotPlain):
+            encode(bad)
+    for forged in (["x", 1], ["T", "open"], ["l", "ab"], {"a": 1}):
+        with pytest.raises(NotPlain):
+            decode(forged)
