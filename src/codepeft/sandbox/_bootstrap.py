@@ -574,7 +574,11 @@ def arrange_fds(fds):
 def candidate_side(request, config, fds):
     """The forked child: a session of its own, namespaces, the init. Never returns."""
     try:
+        server = os.getppid()
         os.setsid()
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a killed server takes its program with it
+        if os.getppid() != server:
+            os._exit(70)
         arrange_fds(fds)
         notice_fd = len(fds) - 1
         if config["mode"] != "rlimits":
