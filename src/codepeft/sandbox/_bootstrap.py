@@ -154,7 +154,7 @@ class Channel:
     """Newline-delimited JSON messages over a pair of pipe descriptors."""
 
     def __init__(self, read_fd, write_fd):
-        self.read_fd, self.write_fd, self.pending = read_fd, write_fd, b""
+        self.read_fd, self.write_fd, self.pending, self.answered = read_fd, write_fd, b"", False
 
     def send(self, message):
         data = json.dumps(message).encode() + b"\n"
@@ -177,6 +177,7 @@ class Channel:
             if len(self.pending) > MAX_MESSAGE:
                 raise NotPlain("message too large")
         line, self.pending = self.pending.split(b"\n", 1)
+        self.answered = True
         return json.loads(line)
 
 
@@ -268,9 +269,7 @@ def agent(script):
         sys.excepthook(*sys.exc_info())
         channel.send(["raise", *exception_message(error)])
         return 1
-    flush()
-    channel.send(["ready"])
-    cache = {}
+    cache = {}  # no "ready" message: the first answer says the candidate loaded (one round trip fewer)
     while True:
         try:
             message = channel.receive()
@@ -322,10 +321,8 @@ def unwrap(channel, expected):
         raise NotPlain("malformed reply")
     if reply[0] == "raise" and len(reply) == 3:
         raise rebuild(reply[1], reply[2])
-    if reply[0] != expected or len(reply) != (1 if expected == "ready" else 2):
+    if reply[0] != expected or len(reply) != 2:
         raise NotPlain("malformed reply")
-    if expected == "ready":
-        return None
     return decode(reply[1]) if expected == "ok" else reply[1]
 
 
@@ -364,7 +361,6 @@ def candidate_names(channel, names):
 
 def check(spec, channel):
     """Run the test code of ``spec`` against the agent; returns the verdict."""
-    unwrap(channel, "ready")
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     namespace.update(checker_helpers(channel))
     if spec.get("prelude"):
@@ -378,6 +374,8 @@ def check(spec, channel):
     if spec.get("link", True):
         link_candidate(channel, namespace, code_names(code), spec.get("remote") or [])
     exec(code, namespace)
+    if not channel.answered:  # tests that never called the candidate: it must at least have loaded
+        candidate_names(channel, [])
 
 
 def checker_helpers(channel):
@@ -526,7 +524,11 @@ def drop_capabilities():
 
 
 def init_process(request, config, parent, notice_fd):
-    """The namespace's init: set up, fork the program, report how it ended on ``notice_fd``, exit."""
+    """The namespace's init: set up, fork the program, report how it ended on ``notice_fd``, exit.
+
+    The program is not the init itself: an init ignores the signals it has no handler for (SIGXCPU at
+    the CPU limit among them), which would change how programs end.
+    """
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() not in (parent, 0):  # 0: the parent is outside this PID namespace
         os._exit(70)
@@ -588,7 +590,7 @@ def candidate_side(request, config, fds):
         if init == 0:
             init_process(request, config, parent, notice_fd)
         libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-        _, _status = os.waitpid(init, 0)
+        os.waitpid(init, 0)
         if config["mode"] == "rlimits":
             with contextlib.suppress(OSError):
                 os.killpg(0, signal.SIGKILL)
@@ -618,27 +620,36 @@ def checker_side(spec, fds):
 def checker_parent(spec_fd, control):
     """Forked by the server before its first request, so its memory holds no program's data.
 
-    Tests reach it from codepeft on their own pipe (``spec_fd``) and never pass through the server,
-    whose memory every program inherits: a program cannot find its tests, or another program's, in
-    its own memory. For each program the server sends the checker's three pipes on ``control``.
+    Tests reach the checkers from codepeft on their own pipe (``spec_fd``) and never pass through the
+    server, whose memory every program inherits: a program cannot find its tests, or another
+    program's, in its own memory. One checker is always forked in advance, waiting for the next
+    program (its three pipes, sent by the server on ``control``, and its tests), so starting a
+    checker costs a program nothing.
     """
     specs = Channel(spec_fd, -1)
     while True:
+        taken, took = os.pipe()
+        if os.fork() == 0:
+            os.close(taken)
+            try:
+                _, fds, _, _ = socket.recv_fds(control, 16, 3)
+                spec = specs.receive() if len(fds) == 3 else None
+            except (OSError, EOFError, ValueError):
+                spec = None
+            if spec is None:  # the server is gone: so is this parent, seeing no "took"
+                os._exit(0)
+            os.write(took, b"t")  # the parent may fork the next checker now
+            os.close(took)
+            control.close()
+            checker_side(spec, fds)
+        os.close(took)
+        took_work = os.read(taken, 1) == b"t"
+        os.close(taken)
         with contextlib.suppress(ChildProcessError):
             while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
-        try:
-            _, fds, _, _ = socket.recv_fds(control, 16, 3)
-        except OSError:
+        if not took_work:
             os._exit(0)
-        if len(fds) != 3:
-            os._exit(0)
-        spec = specs.receive()
-        if os.fork() == 0:
-            control.close()
-            checker_side(spec, fds)
-        for fd in fds:
-            os.close(fd)
 
 
 def start_checker_parent(config):
@@ -721,13 +732,15 @@ def run_request(request, config):
     if request["checker"]:
         to_agent, from_agent, (verdict_read, verdict_write) = os.pipe(), os.pipe(), os.pipe()
         fds += [to_agent[0], from_agent[1]]
+    if verdict_read is not None:  # the waiting checker starts on its tests while the program is set up
+        socket.send_fds(config["control"], [b"c"], [from_agent[0], to_agent[1], verdict_write])
+        for fd in (from_agent[0], to_agent[1], verdict_write):
+            os.close(fd)
     child = os.fork()
     if child == 0:
         candidate_side(request, config, [*fds, notice_write])
     if verdict_read is not None:
-        checker_fds = [from_agent[0], to_agent[1], verdict_write]
-        socket.send_fds(config["control"], [b"c"], checker_fds)
-        for fd in (*to_agent, *from_agent, verdict_write):
+        for fd in (to_agent[0], from_agent[1]):
             os.close(fd)
     os.close(notice_write)
     verdict, _child_done, timed_out = wait_for(request, child, verdict_read)
@@ -753,11 +766,14 @@ def run_request(request, config):
 
 
 def read_notices(fd):
+    """What the program's init and set-up reported; never waits for a namespace still being torn down."""
+    os.set_blocking(fd, False)
     data = b""
-    while chunk := os.read(fd, 1 << 16):
-        data += chunk
-        if len(data) > 1 << 20:
-            break
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 1 << 16):
+            data += chunk
+            if len(data) > 1 << 20:
+                break
     notices, how = [], None
     for line in data.decode("utf-8", "replace").splitlines():
         with contextlib.suppress(ValueError):
