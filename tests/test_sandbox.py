@@ -44,12 +44,15 @@ def test_output_is_captured_and_capped():
     assert outcome.stderr.startswith("e" * 100) and outcome.stderr.endswith("[... output cut]")
 
 
-def test_fresh_work_directory_is_removed_and_stdin_is_fed():
-    outcome = run_program(Program("import os\nprint(os.getcwd())\nprint(input())" + REPORT, stdin="fed\n",
-                                  files={"data.txt": "x"}))
-    workdir, fed = outcome.stdout.split()
-    assert fed == "fed" and "codepeft-sbx-" in workdir
-    assert not Path(workdir).exists()
+def test_each_program_gets_a_fresh_work_directory_and_its_stdin():
+    writer = Program("import os\nprint(os.getcwd(), sorted(os.listdir()))\nopen('left.txt', 'w').write('x')\n"
+                     "print(input())" + REPORT, stdin="fed\n", files={"data.txt": "x"})
+    reader = Program("import os\nprint(sorted(os.listdir()))" + REPORT)
+    first, second = run_many([writer, reader], workers=1)  # the same server, one after the other
+    workdir, listing, fed = first.stdout.split(" ", 1)[0], *first.stdout.split(" ", 1)[1].rsplit("\n", 2)[:2]
+    assert first.passed and fed == "fed" and listing == "['data.txt', 'main.py']", first
+    assert second.passed and second.stdout.strip() == "['main.py']", second
+    assert not (Path(workdir) / "left.txt").exists()
 
 
 def test_one_bad_sample_does_not_affect_the_others():
@@ -217,3 +220,43 @@ def test_doctest_kind_body_and_whole_function():
 def test_unknown_test_kind_is_a_user_error():
     with pytest.raises(CodepeftError, match="unknown test kind 'pytest'"):
         build_program("x = 1", {"kind": "pytest"})
+
+
+def test_recursion_errors_are_failed_with_their_reason_even_past_the_output_cap():
+    """Issue #16 point 6: one label for a RecursionError, ``failed``, its reason kept, also when the traceback
+    is longer than the output kept (mutual recursion is not folded into "previous line repeated")."""
+    mutual = "def f(n):\n    return g(n + 1)\n\n\ndef g(n):\n    return f(n + 1)\n"
+    raw = run_program(Program(mutual + "f(0)\n" + REPORT))
+    assert raw.stderr.endswith("[... output cut]"), len(raw.stderr)
+    assert raw.status == "failed" and raw.reason.startswith("RecursionError: maximum recursion depth"), raw.reason
+    tests = {"kind": "humaneval", "prompt": "def add(a, b):\n", "entry_point": "add",
+             "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n"}
+    for candidate in ("    return f(a)\n\n" + mutual, "    return 5\n\n" + mutual + "f(0)\n"):  # in a call, at import
+        outcome = _run(candidate, tests)
+        assert outcome.status == "failed" and outcome.reason.startswith("RecursionError: maximum recursion"), outcome
+
+
+def test_only_plain_values_cross_from_the_candidate_to_the_checker():
+    """The wire format the checker decodes: genuine plain values in, the same types out, anything else refused."""
+    from collections import Counter, OrderedDict, defaultdict, deque
+
+    from codepeft.sandbox._bootstrap import NotPlain, decode, encode
+
+    values = [None, True, 3, 2**100, -0.5, float("inf"), "é", b"\x00\xff", [1, (2, {3})], {(1, 2): frozenset({1})},
+              1 + 2j, Counter("aab"), OrderedDict(a=1), defaultdict(None, {1: 2}), deque([1, 2]), int]
+    for value in values:
+        back = decode(json.loads(json.dumps(encode(value))))
+        assert back == value and type(back) is type(value), value
+
+    class Sneaky(int):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = int.__hash__
+
+    for bad in (Sneaky(1), [Sneaky(1)], object(), (x for x in []), type("Local", (), {})):
+        with pytest.raises(NotPlain):
+            encode(bad)
+    for forged in (["x", 1], ["T", "open"], ["l", "ab"], {"a": 1}):
+        with pytest.raises(NotPlain):
+            decode(forged)

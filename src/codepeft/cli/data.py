@@ -16,6 +16,9 @@ from codepeft.cli.app import app, out
 from codepeft.data import TASKS, get_task
 from codepeft.errors import CodepeftError
 
+DATA_OPTION_HELP = "data-set option KEY=VALUE, repeatable (e.g. intent_field=prompt; see `codepeft datasets`)"
+DataOptions = Annotated[list[str] | None, typer.Option("--data-option", help=DATA_OPTION_HELP)]
+
 
 def parse_options(pairs: list[str] | None) -> dict[str, str]:
     """``["difficulty=introductory", ...]`` -> ``{"difficulty": "introductory"}``."""
@@ -23,9 +26,25 @@ def parse_options(pairs: list[str] | None) -> dict[str, str]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise CodepeftError(f"option {pair!r} is not KEY=VALUE: write e.g. --option difficulty=introductory")
+            raise CodepeftError(f"data option {pair!r} is not KEY=VALUE: write e.g. "
+                                "--data-option difficulty=introductory")
         options[key.strip()] = value
     return options
+
+
+def reject_data_options_as_params(params: dict[str, object], method: str, datasets: list[str]) -> None:
+    """A ``--param`` that the method does not take but a data set does was meant as ``--data-option``."""
+    from codepeft.methods import get_method
+
+    accepted = get_method(method).Params.model_fields
+    for key, value in params.items():
+        if key in accepted:
+            continue
+        for spec in datasets:
+            task = TASKS.get(spec.partition(":")[0])
+            if key in getattr(task, "options_help", {}):
+                raise CodepeftError(f"--param {key}= is an option of data set {spec!r}, not of method {method!r}: "
+                                    f"pass --data-option {key}={value}")
 
 
 @app.command()
@@ -48,7 +67,7 @@ def show(
     split: Annotated[str, typer.Option(help="split to show")] = "test",
     limit: Annotated[int, typer.Option(min=0, help="how many examples (0: only the count)")] = 3,
     data_dir: Annotated[Path | None, typer.Option(help="directory holding the local data sets")] = None,
-    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="task option KEY=VALUE")] = None,
+    option: Annotated[list[str] | None, typer.Option("--data-option", "--option", "-o", help=DATA_OPTION_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print examples as JSON lines")] = False,
 ) -> None:
     """Print the first examples of a split (intent, prompt instruction, reference, tests)."""

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from codepeft.cli.app import app, console, out
+from codepeft.cli.data import DataOptions, parse_options, reject_data_options_as_params
 from codepeft.errors import CodepeftError, validation_message
 
 
@@ -71,6 +72,7 @@ def evaluate(
     threads: Annotated[int | None, typer.Option(help="torch threads (default: all CPUs available)")] = None,
     adapter: Annotated[Path | None, typer.Option(help="trained adapter/ directory to attach")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="directory holding the data sets")] = None,
+    data_option: DataOptions = None,
     run_dir: Annotated[Path | None, typer.Option(help="output run directory (default runs/MODEL-DATASET-METHOD)")] =
     None,
     force: Annotated[bool, typer.Option(help="overwrite a run directory that holds a different run")] = False,
@@ -83,6 +85,8 @@ def evaluate(
     from codepeft.home import default_data_dir
     from codepeft.metrics import run_summary
 
+    params, data_options = parse_params(param), parse_options(data_option)
+    reject_data_options_as_params(params, method, [dataset])
     if strategy == "beam" and num_beams is None:
         num_beams = n
     settings = build_settings(strategy=strategy, n=n, num_beams=num_beams, temperature=temperature, top_p=top_p,
@@ -97,11 +101,15 @@ def evaluate(
         def on_progress(done: int, total: int) -> None:
             bar.update(job, completed=done, total=total, description=f"{dataset} / {method}: generating")
 
-        path = run_evaluate(model, dataset, split=split, method=method, method_params=parse_params(param),
+        path = run_evaluate(model, dataset, split=split, method=method, method_params=params,
                             settings=settings, run_dir=target, limit=limit, adapter=adapter,
-                            data_dir=data_dir or default_data_dir(), pool_split=pool_split, force=force, dtype=dtype,
-                            threads=threads, progress=on_progress)
+                            data_dir=data_dir or default_data_dir(), data_options=data_options, pool_split=pool_split,
+                            force=force, dtype=dtype, threads=threads, progress=on_progress)
     summary = run_summary(path, ks=[k for k in (1, 2, 5, 10) if k <= n])
     scores = "  ".join(f"{k.upper()} {v:.1f}%" for k, v in summary.items() if k.startswith("em@"))
+    if not summary["with_reference"]:
+        scores = "(no reference code: score pass@k with codepeft score)"
+    elif summary["with_reference"] < summary["n"]:
+        scores += f" (over the {summary['with_reference']} with reference code)"
     out.print(f"{summary['n']} examples  {scores}")
     out.print(f"run directory: {path}  (full scores: codepeft score {path})")

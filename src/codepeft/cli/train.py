@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from codepeft.cli.app import app, console, out
+from codepeft.cli.data import DataOptions, parse_options, reject_data_options_as_params
 from codepeft.cli.evaluate import parse_params
 from codepeft.errors import CodepeftError, validation_message
 
@@ -51,6 +52,7 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --output")] = True,
     force: Annotated[bool, typer.Option(help="retrain over a finished run in --output")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="local data sets (default $CODEPEFT_DATA_DIR)")] = None,
+    data_option: DataOptions = None,
     setting: Annotated[list[str] | None, typer.Option(
         "--set", help="any other training setting KEY=VALUE, e.g. pack_row_tokens=256, packed_attention=masked, "
         "fast_dropout=false (see TrainSettings)")] = None,
@@ -69,7 +71,10 @@ def train(
             raise CodepeftError(f"--set {key}= repeats an option given already: give it once")
         named[key] = value
     settings = build_train_settings(**named)
-    result = run_training(model, dataset or ["conala"], method, parse_params(param), output, settings, data_dir)
+    params, datasets = parse_params(param), dataset or ["conala"]
+    reject_data_options_as_params(params, method, datasets)
+    result = run_training(model, datasets, method, params, output, settings, data_dir,
+                          data_options=parse_options(data_option))
     costs = result.costs
     console.print(
         f"trained {result.steps} steps: best validation loss {result.best_val_loss:.4f} at step {result.best_step} "

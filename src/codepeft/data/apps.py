@@ -34,7 +34,8 @@ def apps_prompt(question: str, starter_code: str, call_based: bool) -> str:
     return "\n".join(parts)
 
 
-def _tests(raw: Any, source: str) -> dict[str, Any] | None:
+def apps_tests(raw: Any, source: str) -> dict[str, Any] | None:
+    """The test payload of an ``input_output`` value (a JSON string or a dict with inputs and outputs)."""
     if raw in (None, ""):
         return None
     try:
@@ -99,7 +100,7 @@ class AppsTask(CachedTask):
         ids = unique_ids(f"apps/{r.get('problem_id', i)}" for i, r in enumerate(rows))
         examples = []
         for ex_id, row in zip(ids, rows, strict=True):
-            tests = _tests(row["input_output"], f"{ex_id} in {source}")
+            tests = apps_tests(row["input_output"], f"{ex_id} in {source}")
             starter = row.get("starter_code") or ""
             call_based = tests is not None and tests["kind"] == "apps-call"
             examples.append(Example(

@@ -99,6 +99,10 @@ class Task:
         """
         return build_program(candidate, tests, timeout=timeout)
 
+    def has_split(self, split: str) -> bool:
+        """Whether ``split`` has examples to load (a user's file may lack a declared split)."""
+        return split in self.splits
+
     def check_split(self, split: str) -> None:
         if split not in self.splits:
             raise CodepeftError(

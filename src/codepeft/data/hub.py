@@ -49,6 +49,43 @@ def load_hub_dataset(hub_id: str, split: str, config: str | None = None) -> Any:
 
 def read_json_list(path: Path) -> list[dict[str, Any]]:
     """A JSON file holding a list of objects."""
+    return _read_json_list(path)[0]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """A JSON Lines file (``.gz`` allowed): one object per non-blank line."""
+    return _read_jsonl(path)[0]
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """A JSON list of objects or JSON Lines (``.gz`` allowed), whatever the file is named."""
+    return read_located_records(path)[0]
+
+
+def read_located_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of a JSON list or JSON Lines file and where each one is (``line 3`` or ``record 3``).
+
+    The format is told by the content, not the name: a ``.json`` file of JSON lines and a ``.jsonl``
+    file holding one list both read, as published data sets use either.
+    """
+    _require_file(path)
+    return _read_json_list(path) if _starts_with_list(path) else _read_jsonl(path)
+
+
+def _starts_with_list(path: Path) -> bool:
+    try:
+        with _open_text(path) as handle:
+            while chunk := handle.read(4096):
+                stripped = chunk.lstrip()
+                if stripped:
+                    return stripped.startswith("[")
+    except (UnicodeDecodeError, OSError, EOFError) as err:
+        reason = first_line(err, 120)
+        raise CodepeftError(f"data file {path} cannot be read ({reason}): fix or replace the file") from err
+    return False
+
+
+def _read_json_list(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     _require_file(path)
     try:
         with _open_text(path) as handle:
@@ -58,13 +95,13 @@ def read_json_list(path: Path) -> list[dict[str, Any]]:
         raise CodepeftError(f"data file {path} is not valid JSON ({reason}): fix or replace the file") from err
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
         raise CodepeftError(f"data file {path} must hold a JSON list of objects: fix or replace the file")
-    return data
+    return data, [f"record {n}" for n in range(1, len(data) + 1)]
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """A JSON Lines file (``.gz`` allowed): one object per non-blank line."""
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     _require_file(path)
     rows: list[dict[str, Any]] = []
+    where: list[str] = []
     try:
         with _open_text(path) as handle:
             for number, line in enumerate(handle, start=1):
@@ -79,16 +116,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                     raise CodepeftError(f"data file {path} line {number} is not a JSON object: "
                                         "write one object per line")
                 rows.append(row)
+                where.append(f"line {number}")
     except (UnicodeDecodeError, OSError, EOFError) as err:
         reason = first_line(err, 120)
         raise CodepeftError(f"data file {path} cannot be read ({reason}): fix or replace the file") from err
-    return rows
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """JSON list (``.json``) or JSON Lines (anything else, ``.gz`` allowed), by file name."""
-    name = path.name.removesuffix(".gz")
-    return read_json_list(path) if name.endswith(".json") else read_jsonl(path)
+    return rows, where
 
 
 def require_fields(rows: Sequence[dict[str, Any]], fields: Iterable[str], source: str, hint: str) -> None:
@@ -98,6 +130,21 @@ def require_fields(rows: Sequence[dict[str, Any]], fields: Iterable[str], source
             if name not in row:
                 present = ", ".join(sorted(row)[:12]) or "none"
                 raise CodepeftError(f"record {number} of {source} has no field {name!r} (fields: {present}): {hint}")
+
+
+def setup_code(value: Any, where: str, fix: str = "fix the file") -> str:
+    """Setup run before the tests: code, or a list of lines (MBPP sanitized's ``test_imports``) joined.
+
+    Anything else is an error: a list turned into its ``str`` would run as a no-op expression.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(line, str) for line in value):
+        return "\n".join(value)
+    raise CodepeftError(f"the setup code of {where} is a {type(value).__name__}, not code or a list of code "
+                        f"lines: {fix}")
 
 
 def unique_ids(raw_ids: Iterable[Any]) -> list[str]:
@@ -137,7 +184,8 @@ class CachedTask(Task):
         unknown = sorted(set(options) - set(self.options_help))
         if unknown:
             accepted = ", ".join(sorted(self.options_help)) or "none"
-            raise CodepeftError(f"data set {self.name!r} has no option {unknown[0]!r}: accepted options: {accepted}")
+            raise CodepeftError(f"data set {self.name!r} has no option {unknown[0]!r}: accepted options: {accepted} "
+                                "(--data-option KEY=VALUE)")
         self._cache: dict[str, list[Example]] = {}
 
     def source_dir(self) -> Path | None:

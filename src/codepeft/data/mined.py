@@ -45,9 +45,15 @@ class MinedTask(Task):
     name: ClassVar[str] = "mined"
     description: ClassVar[str] = "functions mined from Python sources by `codepeft mine` (mined:PATH.jsonl)"
     has_tests: ClassVar[bool] = True
+    options_help: ClassVar[dict[str, str]] = {"path": "the mined JSONL, or NAME for $CODEPEFT_HOME/mined/NAME.jsonl "
+                                                      "(mined:PATH sets it)"}
 
     def __init__(self, data_dir: Path | None = None, **options: Any) -> None:
         super().__init__(data_dir, **options)
+        unknown = sorted(set(options) - set(self.options_help))
+        if unknown:
+            raise CodepeftError(f"data set 'mined' has no option {unknown[0]!r}: its only option is path "
+                                "(mined:PATH.jsonl sets it)")
         self._records: list[dict[str, Any]] | None = None
 
     @property

@@ -45,7 +45,7 @@ ProgressCallback = Callable[[int, int], None]
 
 def _request(model_spec: str, task_spec: str, split: str, method: str, params: dict[str, Any],
              settings: GenerationSettings, limit: int | None, adapter: str | None, pool_split: str | None,
-             dtype: str) -> dict[str, Any]:
+             dtype: str, data_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the user asked for: a run directory is resumed only when this is unchanged."""
     generation = settings.model_dump()
     generation.pop("batch_size")  # decides speed only (fp32 batched greedy == batch-of-one)
@@ -53,8 +53,11 @@ def _request(model_spec: str, task_spec: str, split: str, method: str, params: d
         generation.pop("backend")  # fp32 greedy output is the same on both (benchmarks/generation.py)
     if settings.strategy == "sample":
         generation["batch_size"] = settings.batch_size  # the seed is applied per batch
-    return {"model": model_spec, "task": task_spec, "split": split, "method": method, "method_params": params,
-            "generation": generation, "limit": limit, "adapter": adapter, "pool_split": pool_split, "dtype": dtype}
+    request = {"model": model_spec, "task": task_spec, "split": split, "method": method, "method_params": params,
+               "generation": generation, "limit": limit, "adapter": adapter, "pool_split": pool_split, "dtype": dtype}
+    if data_options:  # only when given, so runs made before data options existed still resume
+        request["data_options"] = data_options
+    return request
 
 
 def _prepare_run_dir(run_dir: Path, request: dict[str, Any], ids: Sequence[str], force: bool) -> set[str]:
@@ -109,10 +112,12 @@ def _model_labels(model: str | LoadedModel, adapter: str | Path | None, dtype: s
     return str(model), str(adapter) if adapter else None, dtype
 
 
-def _resolve_task(task: str | Task, data_dir: Path | str | None) -> tuple[Task, str]:
+def _resolve_task(task: str | Task, data_dir: Path | str | None, options: dict[str, Any]) -> tuple[Task, str]:
     if isinstance(task, Task):
+        if options:
+            raise CodepeftError("data_options apply to a data set given by name: pass them to get_task instead")
         return task, task.name
-    return get_task(task, data_dir), task
+    return get_task(task, data_dir, **options), task
 
 
 def evaluate(
@@ -127,18 +132,19 @@ def evaluate(
     limit: int | None = None,
     adapter: str | Path | None = None,
     data_dir: Path | str | None = None,
+    data_options: dict[str, Any] | None = None,
     pool_split: str = "train",
     force: bool = False,
     dtype: str = DEFAULT_EVAL_DTYPE,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> Path:
-    """Generate for ``task``'s ``split`` with a prompt ``method`` and write/resume the run directory."""
+    """Generate for a split of ``task`` (by name: with ``data_options``) with a prompt ``method``; resumable."""
     settings = settings or GenerationSettings()
     run_dir = Path(run_dir).expanduser()
     if limit is not None and limit < 1:
         raise CodepeftError(f"limit must be at least 1 (got {limit}): pass a positive --limit")
-    task_obj, task_spec = _resolve_task(task, data_dir)
+    task_obj, task_spec = _resolve_task(task, data_dir, data_options or {})
     task_obj.check_split(split)
     arm = _prompt_method(method)
     params = arm.params(method_params)
@@ -149,7 +155,7 @@ def evaluate(
     zero_shot = method == "zero-shot"
     model_spec, adapter_label, dtype = _model_labels(model, adapter, dtype)
     request = _request(model_spec, task_spec, split, method, params.model_dump(mode="json"), settings, limit,
-                       adapter_label, None if zero_shot else pool_split, dtype)
+                       adapter_label, None if zero_shot else pool_split, dtype, data_options)
     done = _prepare_run_dir(run_dir, request, ids, force)
     todo = [q for q in queries if q.id not in done]
     if not todo and (run_dir / CONFIG).exists():

@@ -62,15 +62,8 @@ def score_run(
     per_example: dict[str, Any] = {"id": ids}
     candidates = [list(r.get("candidates") or []) for r in records]
     references = [str(r.get("reference") or "") for r in records]
-    top1 = [c[0] if c else "" for c in candidates]
-
-    if "em" in chosen:
-        result.update(exact_match_at_k(candidates, references, ks, normalize=task.normalize))
-        per_example["em"] = exact_match_per_example(candidates, references, normalize=task.normalize)
-    if "codebleu" in chosen:
-        result.update(codebleu(top1, references))
-    if "bleu" in chosen:
-        result.update(bleu_chrf(top1, references))
+    _reference_metrics(run.path, chosen, requested is not None, candidates, references, ks, task.normalize, result,
+                       per_example, notes)
     if "passk" in chosen:
         with_tests = [r for r in records if r.get("tests")]
         if not with_tests:
@@ -103,9 +96,39 @@ def score_run(
 
 def run_summary(run_dir: Path, ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
     """Examples generated and EM@k of a run directory, by its task's normalisation (``codepeft evaluate``
-    prints it; full scoring is ``score_run``)."""
+    prints it; full scoring is ``score_run``). EM counts the records that have reference code."""
     task, _ = task_of_run(read_json(Path(run_dir) / CONFIG))
     records = read_generations(run_dir).records
-    scores = exact_match_at_k([r["candidates"] for r in records], [r["reference"] for r in records], ks,
-                              normalize=task.normalize)
-    return {"n": len(records), **scores}
+    with_reference = [r for r in records if str(r.get("reference") or "").strip()]
+    scores = exact_match_at_k([r["candidates"] for r in with_reference], [r["reference"] for r in with_reference],
+                              ks, normalize=task.normalize)
+    return {"n": len(records), "with_reference": len(with_reference), **scores}
+
+
+def _reference_metrics(run_dir: Path, chosen: Sequence[str], explicit: bool, candidates: list[list[str]],
+                       references: list[str], ks: Sequence[int], normalize: Callable[[str], str],
+                       result: dict[str, Any], per_example: dict[str, Any], notes: list[str]) -> None:
+    """EM, CodeBLEU and BLEU compare with a reference: records without one (problem sets that ship only
+    tests) are left out of them, and a run with none is scored by pass@k alone."""
+    has_reference = [bool(ref.strip()) for ref in references]
+    needing = [m for m in ("em", "codebleu", "bleu") if m in chosen]
+    if needing and not any(has_reference):
+        if explicit:
+            raise CodepeftError(f"the records in {run_dir} have no reference code, so {', '.join(needing)} cannot "
+                                "be computed: score this data set with --metrics passk")
+        notes.append(f"{', '.join(needing)} skipped: the records have no reference code")
+        return
+    if needing and not all(has_reference):
+        notes.append(f"{', '.join(needing)} over the {sum(has_reference)} of {len(references)} records that have "
+                     "reference code")
+    kept = [i for i, keep in enumerate(has_reference) if keep]
+    kept_candidates, kept_references = [candidates[i] for i in kept], [references[i] for i in kept]
+    top1 = [c[0] if c else "" for c in kept_candidates]  # similarity metrics use the first candidate
+    if "em" in needing:
+        result.update(exact_match_at_k(kept_candidates, kept_references, ks, normalize=normalize))
+        matches = iter(exact_match_per_example(kept_candidates, kept_references, normalize=normalize))
+        per_example["em"] = [next(matches) if keep else None for keep in has_reference]
+    if "codebleu" in needing:
+        result.update(codebleu(top1, kept_references))
+    if "bleu" in needing:
+        result.update(bleu_chrf(top1, kept_references))

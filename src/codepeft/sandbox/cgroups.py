@@ -82,7 +82,7 @@ def _own_path(controller: str) -> str:
 
 
 @functools.cache
-def _warn_unavailable(reason: str) -> None:
+def _warn_unavailable(kind: str, reason: str) -> None:
     log.warning("sandbox: control groups unavailable (%s); CPU is shared per session, not per worker", reason)
 
 
@@ -132,6 +132,6 @@ def create_worker_group(processes: int | None, memory_bytes: int | None) -> Work
                     (directory / "memory.limit_in_bytes").write_text(str(memory_bytes))
     except OSError as err:
         group.close()
-        _warn_unavailable(str(err))
+        _warn_unavailable(type(err).__name__, str(err).split(":")[0])  # once per cause, not per group
         return None
     return group

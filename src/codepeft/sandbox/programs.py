@@ -1,8 +1,12 @@
 """One program builder per test kind: turn a candidate and its test payload into a runnable ``Program``.
 
-Every program starts with a prologue that takes the one-time token out of the environment before any
-generated code runs, and ends with an epilogue that reports the token once every test has passed
-(see ``runner``). Payload kinds are documented on ``codepeft.data.base.Example``.
+Call-, assert- and standard-input tests (``humaneval``, ``mbpp``, ``assert``, ``apps-call``,
+``apps-stdin``) become a program holding only the candidate's code and a *checker* holding the tests:
+the sandbox runs the tests in a process of their own that calls into the candidate and accepts plain
+values only, so nothing the candidate does in its own process can make a test pass (see
+``_bootstrap.py``). ``doctest`` programs run the examples in the candidate's process and pass by a
+one-time token written after the last test (see ``runner``). Payload kinds are documented on
+``codepeft.data.base.Example``.
 """
 
 from __future__ import annotations
@@ -32,21 +36,26 @@ def _wrap(body: str, **kwargs: Any) -> Program:
 
 
 def humaneval_program(candidate: str, tests: dict[str, Any]) -> Program:
-    """prompt + completion + test + ``check(entry_point)``, as HumanEval's own evaluator builds it.
+    """prompt + completion in the program; ``test`` + ``check(entry_point)`` in the checker, as HumanEval's
+    own evaluator runs them, with the entry point (and any other function only the candidate defines)
+    called in the program. The prompt's helpers (``poly``, ``encode_cyclic``) run in the checker.
 
     A candidate that is the whole function (it redefines ``entry_point``) works too: the later def wins.
     """
-    return _wrap(f"{tests['prompt']}{candidate}\n{tests['test']}\ncheck({tests['entry_point']})\n")
+    entry = tests["entry_point"]
+    return Program(source=f"{tests['prompt']}{candidate}\n",
+                   checker={"prelude": tests["prompt"], "code": f"{tests['test']}\ncheck({entry})\n",
+                            "remote": [entry]})
 
 
 def assert_program(candidate: str, tests: dict[str, Any]) -> Program:
-    """Setup code, the candidate, then each assert (MBPP and user JSONL)."""
+    """Setup code and the candidate in the program; setup and each assert in the checker (MBPP, JSONL)."""
+    setup = tests.get("setup") or ""
     asserts = "\n".join(tests.get("asserts") or [])
-    return _wrap(f"{tests.get('setup') or ''}\n{candidate}\n\n{asserts}\n")
+    return Program(source=f"{setup}\n{candidate}\n", checker={"prelude": setup, "code": f"{asserts}\n"})
 
 
-APPS_CALL_HARNESS = '''
-
+APPS_CALL_CHECK = '''
 import json as _cp_json
 
 
@@ -58,16 +67,15 @@ def _cp_plain(value):
         return value
 
 
-def _cp_function(name):
-    if name in globals() and callable(globals()[name]):
-        return globals()[name]
-    if "Solution" in globals():
-        return getattr(globals()["Solution"](), name)
-    raise NameError(f"no function {name!r} defined")
-
-
 _cp_cases = _cp_json.loads(%(cases)s)
-_cp_fn = _cp_function(_cp_cases["fn_name"])
+_cp_name = _cp_cases["fn_name"]
+_cp_found = _cp_defined([_cp_name, "Solution"])
+if _cp_found.get(_cp_name) == "callable":
+    _cp_fn = _cp_candidate(_cp_name)
+elif "Solution" in _cp_found:
+    _cp_fn = _cp_candidate("Solution()." + _cp_name)
+else:
+    raise NameError(f"no function {_cp_name!r} defined")
 for _cp_index, (_cp_args, _cp_expected) in enumerate(zip(_cp_cases["inputs"], _cp_cases["outputs"])):
     _cp_got = _cp_plain(_cp_fn(*_cp_args))
     _cp_ok = _cp_got == _cp_expected or (
@@ -79,18 +87,15 @@ for _cp_index, (_cp_args, _cp_expected) in enumerate(zip(_cp_cases["inputs"], _c
 def apps_call_program(candidate: str, tests: dict[str, Any]) -> Program:
     """Call ``fn_name`` (a function, or a method of ``Solution``) on each input and compare as APPS does."""
     cases = json.dumps({"fn_name": tests["fn_name"], "inputs": tests["inputs"], "outputs": tests["outputs"]})
-    return _wrap(candidate + "\n" + APPS_CALL_HARNESS % {"cases": repr(cases)})
+    return Program(source=candidate + "\n", checker={"code": APPS_CALL_CHECK % {"cases": repr(cases)}, "link": False})
 
 
-APPS_STDIN_HARNESS = '''
+APPS_STDIN_CHECK = '''
 import json as _cp_json
-import subprocess as _cp_subprocess
-import sys as _cp_sys
 
 
 def _cp_lines(text):
-    lines = [line.rstrip() for line in text.strip().splitlines()]
-    return lines
+    return [line.rstrip() for line in text.strip().splitlines()]
 
 
 def _cp_same(got, expected):
@@ -105,15 +110,12 @@ for _cp_index, (_cp_input, _cp_expected) in enumerate(zip(_cp_cases["inputs"], _
         _cp_input = "\\n".join(map(str, _cp_input))
     if isinstance(_cp_expected, list):
         _cp_expected = "\\n".join(map(str, _cp_expected))
-    try:
-        _cp_done = _cp_subprocess.run([_cp_sys.executable, "-I", "solution.py"], input=_cp_input, text=True,
-                                      capture_output=True, timeout=_cp_cases["timeout"])
-    except _cp_subprocess.TimeoutExpired:
-        raise AssertionError(f"test {_cp_index}: time-out after {_cp_cases['timeout']:g} s") from None
-    assert _cp_done.returncode == 0, (
-        f"test {_cp_index}: exit status {_cp_done.returncode}: {_cp_done.stderr.strip()[-300:]}")
-    assert _cp_same(_cp_done.stdout, _cp_expected), (
-        f"test {_cp_index}: expected {_cp_expected.strip()[:200]!r}, got {_cp_done.stdout.strip()[:200]!r}")
+    _cp_status, _cp_out, _cp_err = _cp_run(_cp_input, _cp_cases["timeout"])
+    if _cp_status is None:
+        raise AssertionError(f"test {_cp_index}: time-out after {_cp_cases['timeout']:g} s")
+    assert _cp_status == 0, f"test {_cp_index}: exit status {_cp_status}: {_cp_err.strip()[-300:]}"
+    assert _cp_same(_cp_out, _cp_expected), (
+        f"test {_cp_index}: expected {_cp_expected.strip()[:200]!r}, got {_cp_out.strip()[:200]!r}")
 '''
 
 
@@ -122,16 +124,17 @@ APPS_STDIN_SLACK = 5.0
 
 
 def apps_stdin_program(candidate: str, tests: dict[str, Any], timeout: float = 10.0) -> Program:
-    """Run the candidate as a script once per input; stdout must match after whitespace normalisation.
+    """Run the candidate as a script once per input; the checker compares stdout after normalisation.
 
     Each input has its own ``timeout`` (as APPS times each test), so the program as a whole gets
     ``timeout`` per input plus ``APPS_STDIN_SLACK``. Lines are compared after stripping trailing
     spaces and surrounding blank lines; failing that, the whitespace-separated tokens are compared
-    (APPS accepts both).
+    (APPS accepts both). The expected outputs never enter the candidate's process.
     """
     cases = json.dumps({"inputs": tests["inputs"], "outputs": tests["outputs"], "timeout": timeout})
-    return _wrap(APPS_STDIN_HARNESS % {"cases": repr(cases)}, files={"solution.py": candidate},
-                 timeout=timeout * max(1, len(tests["inputs"])) + APPS_STDIN_SLACK)
+    return Program(source="", files={"solution.py": candidate},
+                   checker={"code": APPS_STDIN_CHECK % {"cases": repr(cases)}, "link": False},
+                   timeout=timeout * max(1, len(tests["inputs"])) + APPS_STDIN_SLACK)
 
 
 DOCTEST_HARNESS = '''

@@ -1,11 +1,12 @@
-"""Runs programs in the sandbox, one process tree each, many in parallel, and classifies the outcome.
+"""Runs programs in the sandbox, one isolated process tree each, many in parallel, and classifies the outcome.
 
 Generated code never runs in codepeft's own process: each worker owns a sandbox server (see
-``_bootstrap.py``) that forks every program, written to a fresh work directory, into its own session
-and namespaces; the session is killed as a whole on time-out and the directory removed afterwards.
-A program passes only if it exits with status 0 *and* writes a one-time token on a private file
-descriptor after its last test, so a program that calls ``os._exit(0)`` or ``sys.exit()`` before its
-tests finish does not pass.
+``_bootstrap.py`` and ``isolation.py``) that forks every program into namespaces of its own, with its
+files in a private tmpfs, and kills what is left of it afterwards. A program with a *checker* (call-,
+assert- and standard-input tests) passes only on the verdict of the checker process, which runs the tests
+and never the candidate's code; any other program passes only if it exits with status 0 *and* writes
+a one-time token on a private file descriptor after its last test, so ``os._exit(0)`` or ``sys.exit()``
+before the tests finish does not pass.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import psutil
 
@@ -38,7 +38,9 @@ Status = Literal["passed", "failed", "timed out", "crashed"]
 NONCE_ENV = "CODEPEFT_NONCE"
 STATUS_FD_ENV = "CODEPEFT_STATUS_FD"
 SANDBOX_ID_ENV = "CODEPEFT_SANDBOX_ID"
-NOTICE = "codepeft-sandbox: "
+#: seconds a server may take beyond a program's time-out to answer before it is killed and replaced
+SERVER_GRACE = 10.0
+SERVER_START = 60.0
 
 SIGNAL_REASONS = {
     signal.SIGXCPU: "CPU time limit exceeded",
@@ -51,13 +53,17 @@ SIGNAL_REASONS = {
 
 @dataclass(frozen=True)
 class Program:
-    """A Python program to run sandboxed: its source, extra files for its work directory, its stdin, and
-    its own wall-clock time-out when it needs another than the batch's (several timed tests in one)."""
+    """A Python program to run sandboxed: its source, extra files for its work directory, its stdin, its
+    own wall-clock time-out when it needs another than the batch's (several timed tests in one), and
+    optionally a ``checker``: test code run in a separate process that never runs the program's code and
+    alone decides the verdict (``{"code": ..., "prelude": ..., "remote": [...], "link": bool}``, see
+    ``_bootstrap.check``); the program then answers the checker's calls with plain values."""
 
     source: str
     files: dict[str, str] = field(default_factory=dict)
     stdin: str | None = None
     timeout: float | None = None
+    checker: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,21 +83,8 @@ class Outcome:
         return {"status": self.status, "reason": self.reason, "seconds": round(self.seconds, 3)}
 
 
-def _read_capped(path: Path, cap: int) -> str:
-    with open(path, "rb") as handle:
-        data = handle.read(cap + 1)
-    text = data[:cap].decode("utf-8", errors="replace")
-    return text + "\n[... output cut]" if len(data) > cap else text
-
-
-def _tail(path: Path, size: int = 4096) -> str:
-    """The end of a file (the sandbox's own notices come last, after any amount of program output)."""
-    with open(path, "rb") as handle:
-        handle.seek(max(0, path.stat().st_size - size))
-        return handle.read().decode("utf-8", errors="replace")
-
-
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b.*")
+CUT = "\n[... output cut]"
 
 
 def _last_exception(stderr: str) -> str:
@@ -108,7 +101,18 @@ def _last_exception(stderr: str) -> str:
     return ""
 
 
-def _classify(returncode: int, token_ok: bool, stderr: str) -> tuple[Status, str]:
+def _label(error: str) -> tuple[Status, str]:
+    """The status an exception's last line stands for: a failed test, or a crash for resource limits."""
+    if error.startswith("MemoryError"):
+        return "crashed", error
+    if "[Errno 27]" in error:  # Python ignores SIGXFSZ, so the file-size limit surfaces as EFBIG
+        return "crashed", f"output or file size limit exceeded ({error})"
+    return "failed", error  # RecursionError included: an exception like any other, its reason kept
+
+
+def _classify(returncode: int | None, token_ok: bool, stderr: str) -> tuple[Status, str]:
+    if returncode is None:
+        return "crashed", "the sandbox could not run the program"
     if returncode == 0 and token_ok:
         return "passed", ""
     if returncode < 0:
@@ -118,14 +122,8 @@ def _classify(returncode: int, token_ok: bool, stderr: str) -> tuple[Status, str
     if returncode == 0:
         return "crashed", "exited with status 0 before the tests finished"
     error = _last_exception(stderr)
-    if error.startswith(("MemoryError", "RecursionError")):
-        return "crashed", error
-    if "[Errno 27]" in error:  # Python ignores SIGXFSZ, so the file-size limit surfaces as EFBIG
-        return "crashed", f"output or file size limit exceeded ({error})"
-    if error.startswith("AssertionError"):
-        return "failed", error
     if error:
-        return "failed", error
+        return _label(error)
     return "crashed", f"exited with status {returncode}"
 
 
@@ -140,16 +138,7 @@ def _kill_leftovers(sandbox_id: str) -> None:
                 proc.kill()
 
 
-def _base_parent(mode: Mode) -> str | None:
-    """Where servers keep programs' files: RAM (/dev/shm) with namespaces, where each program's writes
-    are confined to its own size-limited tmpfs; the temporary directory otherwise."""
-    shm = Path("/dev/shm")
-    if mode == "namespaces" and shm.is_dir() and os.access(shm, os.W_OK):
-        return str(shm)
-    return None
-
-
-#: processes and memory a worker's control group allows beyond one program's limits (the server, the init)
+#: processes and memory a worker's control group allows beyond one program's limits (server, checker, inits)
 GROUP_SPARE_PROCESSES = 8
 GROUP_SPARE_MEMORY = 256 << 20
 
@@ -165,42 +154,49 @@ class SandboxServer:
     def __init__(self, mode: Mode, limits: Limits | None = None) -> None:
         self.mode = mode
         self.group: WorkerGroup | None = None
+        self._pending = b""
+        # Tests go to the server's checker parent on a pipe of their own, never through the server (whose
+        # memory every program inherits).
+        spec_read, self._specs = os.pipe()
+        try:
+            self.proc = subprocess.Popen(server_command(mode, spec_read), stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, env=sandbox_env({}), start_new_session=True,
+                                         close_fds=True, pass_fds=(spec_read,))
+        finally:
+            os.close(spec_read)
+        self._replies = self.proc.stdout
+        hello = self._reply(SERVER_START)
+        if hello is None:
+            self.kill()
+            raise RuntimeError(f"the sandbox server (mode {mode}) did not start")
+        self.notices: list[str] = json.loads(hello).get("notices", [])
+        if mode == "rlimits":
+            self.notices.append("mode rlimits is NOT isolation: generated code could read and write the host's "
+                                "files and reach its network (install bubblewrap)")
         if limits is not None:
             self.group = create_worker_group(
                 (limits.processes + GROUP_SPARE_PROCESSES) if limits.processes else None,
                 (limits.memory_bytes + GROUP_SPARE_MEMORY) if limits.memory_bytes else None)
-        # Every program's work directory and output files live under this base, the only place the
-        # server keeps writable.
-        self.base = Path(tempfile.mkdtemp(prefix="codepeft-sbx-", dir=_base_parent(mode)))
-        self.proc = subprocess.Popen(server_command(mode, self.base), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env=sandbox_env({}), start_new_session=True, close_fds=True)
         if self.group is not None:
-            try:
-                self.group.add(self.proc.pid)  # before the first request: every program forks from inside the group
+            try:  # the server is idle: every program it forks later starts inside the group
+                for pid in self._tree():
+                    self.group.add(pid)
             except OSError:
                 self.group.close()
                 self.group = None
-        self._replies = self.proc.stdout
-        self._pending = b""
-        self._trash: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
-        self._cleaner: threading.Thread | None = None
 
-    def discard(self, directory: Path) -> None:
-        """Remove a finished program's directory; a background thread does it, off the critical path."""
-        if self._cleaner is None:
-            self._cleaner = threading.Thread(target=self._clean, daemon=True)
-            self._cleaner.start()
-        self._trash.put(directory)
-
-    def _clean(self) -> None:
-        while (directory := self._trash.get()) is not None:
-            shutil.rmtree(directory, ignore_errors=True)
+    def _tree(self) -> list[int]:
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [self.proc.pid, *(child.pid for child in root.children(recursive=True))]
+        except psutil.Error:
+            return [self.proc.pid]
 
     def _reply(self, timeout: float | None) -> str | None:
         """The next reply line, or None if none came within ``timeout`` seconds.
 
-        Replies are read from the raw pipe into our own buffer: "started" and "done" often arrive
-        together, and a buffered reader would hold "done" where polling the pipe cannot see it.
+        Replies are read from the raw pipe into our own buffer, so polling the pipe never misses a
+        line a buffered reader would already hold.
         """
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         fd = self._replies.fileno()
@@ -210,103 +206,114 @@ class SandboxServer:
                 poller.register(fd, select.POLLIN)
                 if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
                     return None
-            chunk = os.read(fd, 4096)
+            chunk = os.read(fd, 1 << 16)
             if not chunk:
                 raise RuntimeError("the sandbox server exited")
             self._pending += chunk
         line, self._pending = self._pending.split(b"\n", 1)
         return line.decode().strip()
 
-    def run(self, request: dict[str, object], timeout: float) -> tuple[int, bool]:
-        """Run one request; returns (wait status, timed out). The process group is killed either way."""
-        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+    def run(self, request: dict[str, object], timeout: float, checker: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run one request; the server enforces ``timeout`` itself (a server that does not answer is killed)."""
+        self.proc.stdin.write(json.dumps({**request, "checker": checker is not None}).encode() + b"\n")
         self.proc.stdin.flush()
-        started = self._reply(None)
-        pid = int(started.split()[1])
-        done = self._reply(timeout)
-        timed_out = done is None
-        if timed_out:
-            # The child's session holds the namespace's init, whose death takes every process in the
-            # namespace with it. (A child that finished has already cleared its own session.)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            done = self._reply(None)
-        return int(done.split()[1]), timed_out
+        if checker is not None:
+            data = json.dumps({"checker": checker, "timeout": timeout, "limits": request["limits"]}).encode() + b"\n"
+            while data:
+                data = data[os.write(self._specs, data):]
+        line = self._reply(timeout + SERVER_GRACE)
+        if line is None:
+            self.kill()
+            raise TimeoutError(f"the sandbox server did not answer within {timeout + SERVER_GRACE:g} s")
+        return json.loads(line)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.close()
 
     def close(self) -> None:
-        if self._cleaner is not None:
-            self._trash.put(None)
-            self._cleaner.join()
         with contextlib.suppress(OSError):
             self.proc.stdin.close()
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc.stdout.close()
+        with contextlib.suppress(OSError):
+            os.close(self._specs)
         if self.group is not None:
             self.group.close()
-        shutil.rmtree(self.base, ignore_errors=True)
+            self.group = None
 
 
-def _returncode(wait_status: int) -> int:
+def _returncode(wait_status: int | None) -> int | None:
+    if wait_status is None:
+        return None
     if os.WIFSIGNALED(wait_status):
         return -os.WTERMSIG(wait_status)
     return os.WEXITSTATUS(wait_status)
+
+
+def _verdict_outcome(reply: dict[str, Any], returncode: int | None, stderr: str) -> tuple[Status, str]:
+    verdict = reply["verdict"]
+    if verdict is None:
+        return "crashed", "the checker ended without a verdict"
+    if verdict.get("passed") is True:
+        return "passed", ""
+    if verdict.get("gone"):  # the program ended during the tests: say how
+        status, reason = _classify(returncode, False, stderr)
+        return status, reason or str(verdict.get("reason", ""))
+    return _label(str(verdict.get("reason", "")))
+
+
+def _outcome(reply: dict[str, Any], program: Program, timeout: float, nonce: str) -> Outcome:
+    out = reply["stdout"] + (CUT if reply["stdout_cut"] else "")
+    err = reply["stderr"] + (CUT if reply["stderr_cut"] else "")
+    # A traceback longer than the kept output still names its exception: read it from the end.
+    reasons_from = reply["stderr_tail"] if reply["stderr_cut"] else reply["stderr"]
+    returncode = _returncode(reply["wait_status"])
+    if reply["timed_out"]:
+        status, reason = "timed out", f"wall-clock time-out after {timeout:g} s"
+    elif program.checker is not None:
+        status, reason = _verdict_outcome(reply, returncode, reasons_from)
+    else:
+        status, reason = _classify(returncode, reply["token"] == nonce, reasons_from)
+    return Outcome(status, reason, reply["seconds"], out, err, tuple(reply["notices"]))
+
+
+def _with_notices(outcome: Outcome, notices: list[str]) -> Outcome:
+    if not notices:
+        return outcome
+    return Outcome(outcome.status, outcome.reason, outcome.seconds, outcome.stdout, outcome.stderr,
+                   (*notices, *outcome.notices))
 
 
 def _run_on(server: SandboxServer, program: Program, timeout: float, limits: Limits) -> Outcome:
     timeout = program.timeout or timeout
     nonce = secrets.token_hex(16)
     sandbox_id = secrets.token_hex(8)
-    private = Path(tempfile.mkdtemp(prefix="run-", dir=server.base))
-    workdir = private / "work"
-    workdir.mkdir()
-    started = time.perf_counter()
+    extra = {SANDBOX_ID_ENV: sandbox_id}
+    if program.checker is None:
+        extra.update({NONCE_ENV: nonce, STATUS_FD_ENV: "3"})
+    request: dict[str, Any] = {
+        "source": program.source, "files": program.files, "stdin": program.stdin or "", "env": sandbox_env(extra),
+        "limits": limits.rlimits(), "workdir_bytes": limits.workdir_bytes, "output_bytes": limits.output_bytes,
+        "timeout": timeout}
+    if server.mode == "rlimits":
+        request["host_workdir"] = tempfile.mkdtemp(prefix="codepeft-sbx-")
     try:
-        (workdir / "main.py").write_text(program.source, encoding="utf-8")
-        for name, text in program.files.items():
-            (workdir / name).write_text(text, encoding="utf-8")
-        (private / "stdin").write_text(program.stdin or "", encoding="utf-8")
-        for name in ("stdout", "stderr", "status"):
-            (private / name).touch()
-        env = sandbox_env({NONCE_ENV: nonce, STATUS_FD_ENV: "3", SANDBOX_ID_ENV: sandbox_id,
-                           "HOME": str(workdir), "TMPDIR": str(workdir)})
-        request = {"workdir": str(workdir.resolve()), "script": "main.py", "env": env, "limits": limits.rlimits(),
-                   "workdir_bytes": limits.workdir_bytes,
-                   **{name: str(private / name) for name in ("stdin", "stdout", "stderr", "status")}}
-        try:
-            status, timed_out = server.run(request, timeout)
-        finally:
-            if server.mode == "rlimits":
-                if server.group is not None:  # the group knows every process the program left
-                    server.group.kill(keep={server.proc.pid})
-                else:
-                    _kill_leftovers(sandbox_id)
-        seconds = time.perf_counter() - started
-        returncode = _returncode(status)
-        token = (private / "status").read_text(errors="replace")[:64]
-        out = _read_capped(private / "stdout", limits.output_bytes)
-        err_full = _read_capped(private / "stderr", limits.output_bytes)
-        notices = [line[len(NOTICE):] for line in (err_full + "\n" + _tail(private / "stderr")).splitlines()
-                   if line.startswith(NOTICE)]
-        err = "\n".join(line for line in err_full.splitlines() if not line.startswith(NOTICE)).rstrip("\n")
-        # How the program ended: its parent reports a death by signal, the session leader the status.
-        signals = [n for n in notices if n.startswith("signal ")]
-        exits = [n for n in notices if n.startswith("exit ")]
-        if signals:
-            returncode = -int(signals[0].split()[1])
-        elif exits:
-            returncode = int(exits[-1].split()[1])
-        notices = [n for n in notices if not n.startswith(("signal ", "exit "))]
-        if timed_out:
-            outcome, reason = "timed out", f"wall-clock time-out after {timeout:g} s"
-        else:
-            outcome, reason = _classify(returncode, token == nonce, err)
-        return Outcome(outcome, reason, seconds, out, err, tuple(notices))
+        reply = server.run(request, timeout, program.checker)
     finally:
-        server.discard(private)
+        if server.mode == "rlimits":
+            if server.group is not None:  # the group knows every process the program left
+                server.group.kill(keep=set(server._tree()))
+            else:
+                _kill_leftovers(sandbox_id)
+            shutil.rmtree(request["host_workdir"], ignore_errors=True)
+    return _with_notices(_outcome(reply, program, timeout, nonce), server.notices)
 
 
 def run_program(program: Program, *, timeout: float = 10.0, limits: Limits | None = None,
@@ -339,8 +346,11 @@ def run_many(programs: Sequence[Program], *, workers: int | None = None, timeout
                 servers.append(server)
         try:
             outcome = _run_on(server, program, timeout, limits)
-        except (RuntimeError, OSError, ValueError) as err:
-            server.close()
+        except TimeoutError as err:
+            outcome = Outcome("timed out", f"wall-clock time-out after {program.timeout or timeout:g} s ({err})",
+                              program.timeout or timeout)
+        except (RuntimeError, OSError, ValueError, KeyError) as err:
+            server.kill()
             outcome = Outcome("crashed", f"sandbox server failed: {err}", 0.0)
         else:
             idle.put(server)

@@ -194,13 +194,15 @@ def per_problem_scores(metrics: dict[str, Any], ids: Sequence[str]) -> dict[str,
     for key, values in columns.items():
         if key in {"ids", "id", "passed"} or not isinstance(values, list) or len(values) != len(example_ids):
             continue
-        if not values or not all(_is_number(v) or isinstance(v, bool) for v in values):
+        # None: a problem the metric does not apply to (EM of a problem without reference code)
+        scored = {i: v for i, v in zip(example_ids, values, strict=True) if v is not None}
+        if not scored or not all(_is_number(v) or isinstance(v, bool) for v in scored.values()):
             continue
         name = "em@1" if key == "em" else key
         aggregate = metrics.get(name)
         if not _is_number(aggregate):
             continue
-        out[name] = _scaled(dict(zip(example_ids, (float(v) for v in values), strict=True)), aggregate)
+        out[name] = _scaled({i: float(v) for i, v in scored.items()}, aggregate)
     return out
 
 

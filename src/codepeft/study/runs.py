@@ -144,14 +144,22 @@ def plan_datasets(config: StudyConfig, data_dir: Path | None, needs_pool: bool, 
         if config.limits.test_size is not None:
             test_examples = test_examples[: config.limits.test_size]
         has_tests = any(e.tests for e in test_examples)
+        has_references = any(e.reference.strip() for e in test_examples)
         if config.metrics is None:
-            metrics = list(task.metrics(has_tests))
+            metrics = [m for m in task.metrics(has_tests) if m == "passk" or has_references]
         else:
             metrics = list(config.metrics)
             if "passk" in metrics and not has_tests:
                 raise CodepeftError(
                     f"data set {spec.task!r} has no tests in split {spec.test_split!r}, so pass@k cannot be "
                     "computed: remove passk from metrics or use a data set with tests"
+                )
+            if not has_references:  # e.g. the local APPS file: the reference metrics are left out
+                metrics = [m for m in metrics if m == "passk"]
+            if not metrics:
+                raise CodepeftError(
+                    f"data set {spec.task!r} has no reference code in split {spec.test_split!r}, so "
+                    f"{', '.join(config.metrics)} cannot be computed: use metrics: [passk] with a data set with tests"
                 )
         primary = config.primary_metric or task.primary_metric(metrics)
         _check_primary(primary, metrics, config.ks, spec.task)

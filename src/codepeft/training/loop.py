@@ -110,7 +110,10 @@ def _split_examples(task: Any, settings: TrainSettings) -> tuple[list[Any], list
     import random
 
     train = task.load("train")
-    if "validation" in task.splits:
+    if not any(task.target(e).strip() for e in train):
+        raise CodepeftError(f"data set {task.name!r} has no reference code in its train split, and training needs "
+                            "it: add the code (or name its field with --data-option code_field=NAME)")
+    if task.has_split("validation"):  # else a held-out share of train
         val = task.load("validation")
     else:
         shuffled = list(train)
@@ -130,17 +133,20 @@ class _Run:
     """State of one training run (kept in one place so the loop below reads top to bottom)."""
 
     def __init__(self, model: str, sources: list[tuple[str, float]], method: str, params: dict[str, Any] | None,
-                 output_dir: Path, settings: TrainSettings, data_dir: Path | None) -> None:
+                 output_dir: Path, settings: TrainSettings, data_dir: Path | None,
+                 data_options: dict[str, Any] | None = None) -> None:
         self.method = get_method(method)
         if self.method.kind != "train":
             raise CodepeftError(f"method {method!r} is a prompt method, nothing to train: use `codepeft evaluate`")
         self.params = self.method.params(params)
         self.model_spec, self.sources, self.settings = model, sources, settings
-        self.output_dir, self.data_dir = Path(output_dir), data_dir
+        self.output_dir, self.data_dir, self.data_options = Path(output_dir), data_dir, dict(data_options or {})
         self.config = {
             "model": str(model), "data": [list(s) for s in sources], "method": method,
             "params": self.params.model_dump(), "settings": settings.model_dump(exclude={"resume", "force"}),
         }
+        if self.data_options:  # only when given, so runs made before data options existed still resume
+            self.config["data_options"] = self.data_options
 
 
 def _check_output(run: _Run) -> bool:
@@ -154,9 +160,8 @@ def _check_output(run: _Run) -> bool:
     if run.settings.force or not run.settings.resume:
         out.clear(CHECKPOINTS, ADAPTER, LOG, COSTS)
         return False
-    same = {k: previous.get(k) for k in ("model", "data", "method", "params")} == {
-        k: run.config[k] for k in ("model", "data", "method", "params")
-    }
+    decisive = ("model", "data", "data_options", "method", "params")
+    same = {k: previous.get(k) for k in decisive} == {k: run.config.get(k) for k in decisive}
     if complete_checkpoints(out / CHECKPOINTS) and not same:
         raise CodepeftError(
             f"{out} holds checkpoints of a different run (model, data, method or params differ): "
@@ -173,18 +178,21 @@ def train(
     output_dir: Path | str = "runs/train",
     settings: TrainSettings | None = None,
     data_dir: Path | str | None = None,
+    data_options: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``method`` on the training splits of ``data`` (mixed by weight) and keep the best adapter.
 
     Writes ``adapter/`` (lowest validation loss), ``checkpoints/``, ``costs.json``,
     ``train_log.jsonl``, ``config.json`` and ``environment.json`` into ``output_dir``; a killed run
-    resumes from its last checkpoint when called again with the same arguments.
+    resumes from its last checkpoint when called again with the same arguments. ``data_options`` are
+    task options given to every data set (``get_task(spec, data_dir, **data_options)``).
     """
     settings = settings or TrainSettings()
     sources = [parse_source(s) for s in ([data] if isinstance(data, str) else data)]
     if not sources:
         raise CodepeftError("no data set given: pass --dataset NAME[:WEIGHT]")
-    run = _Run(model, sources, method, params, Path(output_dir), settings, Path(data_dir) if data_dir else None)
+    run = _Run(model, sources, method, params, Path(output_dir), settings, Path(data_dir) if data_dir else None,
+               data_options)
     return _train(run)
 
 
@@ -241,7 +249,7 @@ class _Recipe:
         self.val_items: list[Tokenized] = []
         self.checksums: dict[str, str] = {}
         for source, (spec, _) in enumerate(self.job.sources):
-            task = get_task(spec, data_dir)
+            task = get_task(spec, data_dir, **self.job.data_options)
             train_examples, val_examples = _split_examples(task, self.settings)
             length = self.settings.max_length
             self.train_sets.append(tokenize_all(task, train_examples, self.loaded, length, source))
