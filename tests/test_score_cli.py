@@ -112,3 +112,17 @@ def test_unknown_metric_and_bad_timeout(tmp_path):
         score_run(run, metrics="em,rouge")
     with pytest.raises(CodepeftError, match="must be positive"):
         score_run(run, timeout=0)
+
+
+def test_recursion_errors_get_one_label_through_the_cli(tmp_path, capsys):
+    """Issue #16 point 6 through ``codepeft score``: a RecursionError is ``failed`` with its reason, whether the
+    traceback fits the output cap (plain recursion) or runs past it (mutual recursion is not folded)."""
+    plain = "    return add(a, b)"
+    mutual = "    return f(a)\n\ndef f(n):\n    return g(n + 1)\n\ndef g(n):\n    return f(n + 1)\n"
+    records = [{"id": "add", "candidates": [plain, mutual], "reference": "    return a + b", "tests": ADD}]
+    run = _write_run(tmp_path / "run", records)
+    code, _, err = _cli(["score", str(run), "--metrics", "passk", "--timeout", "5", "--workers", "1"], capsys)
+    assert code == 0, err
+    outcomes = json.loads((run / "metrics.json").read_text())["per_example"]["outcomes"][0]
+    assert [o["status"] for o in outcomes] == ["failed", "failed"], outcomes
+    assert all(o["reason"].startswith("RecursionError: maximum recursion depth") for o in outcomes), outcomes
