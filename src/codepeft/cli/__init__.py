@@ -10,6 +10,8 @@ import importlib
 import pkgutil
 import sys
 
+from rich.markup import escape
+
 from codepeft.cli.app import app, console
 from codepeft.errors import CodepeftError
 
@@ -25,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except CodepeftError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets (pip extras, list overrides) that rich would read as markup
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]: finished work was kept; rerun the same command to resume")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from codepeft.cli.app import app, console, out
 from codepeft.errors import CodepeftError
+
+if TYPE_CHECKING:
+    from codepeft.study.config import StudyConfig
 
 DEFAULT_OUT = Path("studies-out")
 
@@ -21,6 +25,12 @@ def split_arguments(arguments: list[str]) -> tuple[str | None, list[str]]:
         raise CodepeftError(f"more than one study file given ({', '.join(files)}): "
                             "pass one FILE, then key=value overrides")
     return (files[0] if files else None), overrides
+
+
+def default_study_dir(config: StudyConfig) -> Path:
+    """``<ray.storage>/<name>`` for a Ray study that names its shared storage, else ``studies-out/<name>``."""
+    storage = config.ray.storage if config.executor == "ray" else None
+    return (Path(storage) if storage else DEFAULT_OUT) / config.name
 
 
 COMPACT = ("#", "arm", "trainable params", "peak mem (MiB)", "train (s)", "generate (s)")
@@ -55,18 +65,30 @@ def study(
     force: Annotated[bool, typer.Option("--force", help="redo every run, even finished ones")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="local data sets directory")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate the study and list its runs")] = False,
+    executor: Annotated[str | None, typer.Option(
+        "--executor", help="local (default: one run after another) or ray (each run a Ray task)")] = None,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Ray cluster for --executor ray: auto or HOST:PORT (default: start Ray here)")] = None,
 ) -> None:
     """Compare zero-shot, ICL, RAG and fine-tuning arms on the same models and data, with costs and CIs."""
     from codepeft.report import build_reports
     from codepeft.study.config import load_study
+    from codepeft.study.executors import make_executor
     from codepeft.study.progress import StudyProgress
     from codepeft.study.runner import StudyRunner, is_disk_full
 
     path, overrides = split_arguments(arguments or [])
+    if executor:
+        overrides.append(f"executor={executor}")
+    if address:
+        overrides.append(f"ray.address={json.dumps(address)}")  # quoted: HOST:PORT is not read as YAML
     config = load_study(path, overrides)
-    study_dir = out_dir or DEFAULT_OUT / config.name
+    if address and config.executor != "ray":
+        raise CodepeftError("--address names a Ray cluster: add --executor ray (or executor: ray in the study)")
+    study_dir = out_dir or default_study_dir(config)
     progress = StudyProgress(console, title=f"study {config.name} → {study_dir}")
-    runner = StudyRunner(config, study_dir, force=force, data_dir=data_dir, on_event=progress)
+    runner = StudyRunner(config, study_dir, force=force, data_dir=data_dir, on_event=progress,
+                         executor=None if dry_run else make_executor(config))
     if dry_run:
         for spec in runner.runs:
             state = "done" if (runner.run_dir(spec) / "run.json").exists() else "new"

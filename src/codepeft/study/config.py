@@ -8,7 +8,7 @@ are one-line ``CodepeftError``s naming the key. The packaged default study is ``
 
 from __future__ import annotations
 
-from importlib import resources
+from importlib import resources as package_files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +52,32 @@ class ArmSpec(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict, description="the method's hyperparameters")
     train: dict[str, Any] = Field(default_factory=dict, description="training settings for this arm only")
     generation: dict[str, Any] = Field(default_factory=dict, description="generation settings for this arm only")
+    resources: dict[str, Any] = Field(
+        default_factory=dict, description="what one run of this arm asks of a Ray cluster (overrides the study's)")
+
+
+class Resources(StrictModel):
+    """What one run asks of a Ray cluster (``executor: ray``); the local executor ignores them."""
+
+    cpus: float = Field(1.0, ge=0, description="CPU cores reserved per run")
+    gpus: float = Field(0.0, ge=0, description="GPUs per run; a fraction packs several runs on one GPU")
+    memory_gb: float | None = Field(None, gt=0, description="memory reserved per run in GiB (scheduling only)")
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_above_one(cls, value: float) -> float:
+        if value > 1 and not float(value).is_integer():
+            raise ValueError("more than one GPU must be a whole number (fractions pack runs on one GPU: use <= 1)")
+        return value
+
+
+class RaySpec(StrictModel):
+    """Where the Ray cluster is and where the study's run directories go on storage every node sees."""
+
+    address: str | None = Field(
+        None, description="auto (the running cluster), HOST:PORT, or None: start Ray on this machine")
+    storage: str | None = Field(
+        None, description="shared directory holding the study directory <storage>/<name> (default: --out)")
 
 
 class StudyLimits(StrictModel):
@@ -91,6 +117,9 @@ class StudyConfig(StrictModel):
     data_dir: str | None = None
     tracking: Literal["auto", "none", "mlflow", "tensorboard"] = "auto"
     report_examples: int = Field(3, ge=0, description="example problems shown side by side in the report")
+    executor: Literal["local", "ray"] = Field("local", description="local: one run after another; ray: Ray tasks")
+    ray: RaySpec = Field(default_factory=RaySpec)
+    resources: Resources = Field(default_factory=Resources, description="per run, for executor: ray")
 
     @field_validator("datasets", mode="before")
     @classmethod
@@ -151,6 +180,13 @@ class StudyConfig(StrictModel):
             return GenerationSettings(**merged)
         except ValidationError as err:
             raise CodepeftError(f"arms.{arm}.generation: {_first_error(err)}") from None
+
+    def resources_for(self, arm: str) -> Resources:
+        """The study's per-run resources updated by the arm's own."""
+        try:
+            return Resources(**{**self.resources.model_dump(), **self.arms[arm].resources})
+        except ValidationError as err:
+            raise CodepeftError(f"arms.{arm}.resources: {_first_error(err)}") from None
 
     def training_for(self, arm: str, seed: int) -> dict[str, Any]:
         """Training settings of a train arm: study defaults, the arm's own, the seed and the step cap."""
@@ -252,7 +288,7 @@ def _list_item(node: list[Any], part: str, where: str) -> Any:
 
 
 def default_study_text() -> str:
-    return resources.files("codepeft.studies").joinpath("default.yaml").read_text()
+    return package_files.files("codepeft.studies").joinpath("default.yaml").read_text()
 
 
 def read_study_file(path: str | Path | None) -> tuple[dict[str, Any], str]:
@@ -289,11 +325,17 @@ def validate_study(raw: dict[str, Any], overrides: list[str], source: str = "stu
         if key in data and not data[key]:
             raise CodepeftError(f"{source}: {key} is empty: list at least one (an empty study has nothing to run)")
     try:
-        return StudyConfig(**data)
+        config = StudyConfig(**data)
     except ValidationError as err:
         raise CodepeftError(f"{source}: {_first_error(err)}") from None
     except TypeError as err:  # e.g. a top-level key that is not a string
         raise CodepeftError(f"{source}: {err}") from None
+    for arm in config.arms:
+        try:
+            config.resources_for(arm)  # an arm's resources are merged with the study's, so checked here
+        except CodepeftError as err:
+            raise CodepeftError(f"{source}: {err}") from None
+    return config
 
 
 def dump_study(config: StudyConfig) -> str:

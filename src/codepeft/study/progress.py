@@ -2,7 +2,8 @@
 
 The ETA multiplies the runs left by the mean time of runs of the same kind (prompt or train) that
 finished in this session (reused runs take no time and are not counted); until one of a kind has
-finished, the other kind's mean stands in.
+finished, the other kind's mean stands in. With several runs going at once (``executor: ray``),
+the time left is divided by how many are going.
 """
 
 from __future__ import annotations
@@ -77,13 +78,15 @@ class StudyProgress:
             return None
         fallback = sum(means.values()) / len(means)
         left = 0.0
+        at_once = 0
         for line in self.lines.values():
             if line.status in {"done", "failed"}:
                 continue
+            at_once += line.started is not None
             expected = means.get(line.spec.kind, fallback)
             running = time.monotonic() - line.started if line.started is not None else 0.0
             left += max(expected - running, 0.0)
-        return left
+        return left / max(at_once, 1)  # runs going at once (a Ray cluster's) share the work left
 
     def render(self) -> Group:
         table = Table(title=self.title, expand=False, show_lines=False)

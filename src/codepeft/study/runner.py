@@ -8,19 +8,24 @@ so a killed study resumes where it stopped; ``force`` deletes a run and redoes i
 A failing run is marked ``failed`` with its error and the study goes on; a full disk stops the
 study with a one-line error (finished runs stay on disk). At the end the results table and the
 reports are written.
+
+By default the runs go one after another in this process; an ``executor`` (``study.executors``:
+Ray) runs them elsewhere, each through the same ``run_one``, and yields each outcome as it ends.
 """
 
 from __future__ import annotations
 
 import errno
 import gc
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codepeft.errors import CodepeftError
 from codepeft.provenance import environment
@@ -34,6 +39,9 @@ from codepeft.study.runs import (
     read_run_state,
     write_run_state,
 )
+
+if TYPE_CHECKING:
+    from codepeft.study.executors import Executor
 
 TRAIN_DIR = "train"
 EVAL_DIR = "eval"
@@ -147,14 +155,20 @@ class StudyRunner:
         data_dir: Path | None = None,
         on_event: Callable[[RunEvent], None] | None = None,
         check_models: bool = True,
+        executor: Executor | None = None,
+        runs: list[RunSpec] | None = None,
     ) -> None:
         self.config = config
         self.study_dir = Path(study_dir)
         self.force = force
         self.data_dir = Path(data_dir) if data_dir else (Path(config.data_dir) if config.data_dir else None)
         self.on_event = on_event or (lambda event: None)
-        self.runs = plan_runs(config, self.data_dir, check_models=check_models)
+        # ``runs`` given: already planned (a Ray worker running one run of a study planned by the driver)
+        self.runs = runs if runs is not None else plan_runs(config, self.data_dir, check_models=check_models)
+        self.executor = executor
         self.tracker: Any = None
+        # where each attempt ran, kept in run.json (an executor adds e.g. its cluster node)
+        self.where: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
 
     # -- study-level files -------------------------------------------------------------------------
     def write_index(self) -> None:
@@ -187,9 +201,10 @@ class StudyRunner:
         outcome = StudyOutcome(self.study_dir, self.runs)
         for spec in self.runs:
             self.on_event(RunEvent(spec, "queued"))
+        finished = self.executor.run_all(self) if self.executor is not None else (
+            (spec, *self.run_one(spec)) for spec in self.runs)
         try:
-            for spec in self.runs:
-                status, error = self.run_one(spec)
+            for spec, status, error in finished:
                 outcome.statuses[spec.run_id] = status
                 if error:
                     outcome.errors[spec.run_id] = error
@@ -211,10 +226,16 @@ class StudyRunner:
         with FileLock(str(locks / f"{spec.dirname}.lock")):
             return self._run_locked(spec, run_dir)
 
-    def _run_locked(self, spec: RunSpec, run_dir: Path) -> tuple[RunStatus, str | None]:
+    def owned_state(self, spec: RunSpec) -> dict[str, Any] | None:
+        """The run's saved state; a directory holding another run (same name, other key) is an error."""
+        run_dir = self.run_dir(spec)
         state = read_run_state(run_dir)
         if state is not None and state.get("key") != spec.key:
             raise CodepeftError(f"run directory {run_dir} holds a different run: move it away or rerun with --force")
+        return state
+
+    def _run_locked(self, spec: RunSpec, run_dir: Path) -> tuple[RunStatus, str | None]:
+        state = self.owned_state(spec)
         if self.force and run_dir.exists():
             RunDir(run_dir).wipe()
             state = None
@@ -223,6 +244,7 @@ class StudyRunner:
             return "done", None
         state = state or self._new_state(spec)
         state["attempts"] = state.get("attempts", 0) + 1
+        state.setdefault("ran_on", []).append({**self.where, "started": now()})
         state.pop("error", None)
         started = time.perf_counter()
         try:
@@ -262,6 +284,11 @@ class StudyRunner:
         return {"run_id": spec.run_id, "model": spec.model, "dataset": spec.dataset.spec.task, "arm": spec.arm,
                 "method": spec.method, "kind": spec.kind, "seed": spec.seed, "key": spec.key,
                 "status": "queued", "created": now(), "timings": {}, "peak_memory": {}}
+
+    def mark_failed(self, spec: RunSpec, message: str) -> None:
+        """Record a failure the run could not record itself (its worker or node died): ``failed``, with why."""
+        run_dir = self.run_dir(spec)
+        self._save_failure(run_dir, read_run_state(run_dir) or self._new_state(spec), message)
 
     def _save_failure(self, run_dir: Path, state: dict[str, Any], message: str) -> None:
         state["status"] = "failed"
