@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -16,12 +14,6 @@ from codepeft.training.fused_dora import (
     use_fused_dora,
 )
 from codepeft.training.fused_lora import drop_positions, pack_weight, use_fused_lora
-from test_methods import write_memorisable
-
-
-@pytest.fixture(scope="module")
-def memo(tmp_path_factory) -> Path:
-    return write_memorisable(tmp_path_factory.mktemp("memo") / "memo.jsonl")
 
 
 def _wrapped(tiny_causal_dir, method="dora", params=None):
