@@ -203,3 +203,14 @@ def test_dora_with_dropout_trains_and_checkpointing_replays_it(tiny_causal_dir, 
         runs[checkpointing] = [loss for _, loss in result.val_losses]
     assert runs[True] == pytest.approx(runs[False], rel=1e-5)
     assert runs[True][-1] < runs[True][0]
+
+
+def test_weight_norm_stays_fp32_under_bf16_autocast():
+    """Training runs the forward under bf16 autocast; the norm's rank-r products must not drop to bf16."""
+    torch.manual_seed(0)
+    weight, lora_a, lora_b = torch.randn(20, 24), torch.randn(4, 24), torch.randn(20, 4)
+    want = dora_weight_norm(weight.pow(2).sum(1), weight, lora_a, lora_b, 2.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = dora_weight_norm(weight.pow(2).sum(1), weight, lora_a, lora_b, 2.0)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

@@ -54,9 +54,10 @@ def dora_weight_norm(weight_sq: torch.Tensor, weight: torch.Tensor, lora_a: torc
     products are: on a bf16 base that rounds the cross term, not ``||W||^2``, to bf16.
     """
     a, b = lora_a.detach().float(), lora_b.detach().float()
-    weight_a = _linear(a.to(weight.dtype), weight.detach(), packed).float()  # A W^T: r x out
-    cross = (b * weight_a.t()).sum(1)  # B_o . (W A^T)_o = W_o . (B A)_o
-    lora_sq = (torch.mm(b, torch.mm(a, a.t())) * b).sum(1)  # ||(B A)_o||^2 = B_o (A A^T) B_o^T
+    with torch.autocast(weight.device.type, enabled=False):  # the training forward runs under bf16 autocast
+        weight_a = _linear(a.to(weight.dtype), weight.detach(), packed).float()  # A W^T: r x out
+        cross = (b * weight_a.t()).sum(1)  # B_o . (W A^T)_o = W_o . (B A)_o
+        lora_sq = (torch.mm(b, torch.mm(a, a.t())) * b).sum(1)  # ||(B A)_o||^2 = B_o (A A^T) B_o^T
     return (weight_sq + 2 * scaling * cross + scaling * scaling * lora_sq).clamp_min(0).sqrt()
 
 
@@ -180,7 +181,9 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
     dropped, keep_scale, weight_t = None, 1.0, None
     if self.training and p > 0:
         dropped, keep_scale = drop_positions(x.numel(), p, x.device), 1 / (1 - p)
-        weight_t = state.setdefault("weight_t", base.weight.detach().t().contiguous())
+        if "weight_t" not in state:  # made once, on the first training forward with dropout
+            state["weight_t"] = base.weight.detach().t().contiguous()
+        weight_t = state["weight_t"]
     return DoraLinearFunction.apply(x, base.weight, base.bias, lora_a, lora_b,
                                     self.lora_magnitude_vector[name].weight, norm, scaling, dropped, keep_scale,
                                     weight_t, state["packed"])
