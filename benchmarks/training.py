@@ -13,7 +13,18 @@ LoRA on the CoNaLa training split with smollm2-135m, the same number of optimize
   default malloc; transformers' block-diagonal mask over the whole packed row; peft's layers with
   ``nn.Dropout``);
 - ``packed-fp32`` (optional): packing alone, with the reference's fp32 adapters and full logits;
-- ``fixed-fast`` (optional): fixed padding with codepeft's compute settings.
+- ``fixed-fast`` (optional): fixed padding with codepeft's compute settings;
+- one arm per train method, each with its own defaults and codepeft's compute settings: ``lora`` (the
+  same as ``codepeft``), ``dora`` (fused DoRA layers), ``dora-peft`` (peft's DoRA layers, bf16 compute),
+  ``dora-peft-fp32`` (peft's DoRA layers computing in fp32: codepeft's DoRA before the fused layers), ``ia3``,
+  ``prompt-tuning``, ``prefix-tuning`` (both batched by length, padded: virtual tokens cannot share a
+  packed row), ``qlora-4bit``, ``qlora-4bit-bf16`` (``upcast=false``: the unquantized weights stay
+  bf16), ``qlora-8bit`` and ``full``. ``common val`` scores each arm's trained model the same way;
+  for ``full`` MFU counts 6 FLOPs per matmul weight and token (all are trained); virtual tokens are
+  not real tokens.
+
+    .venv/bin/python benchmarks/training.py --steps 5 --warmup 2 --val-limit 16 --train-limit 400 --threads 1 \
+        --arms lora,dora,dora-peft,ia3,prompt-tuning,prefix-tuning,qlora-4bit,qlora-4bit-bf16,qlora-8bit,full
 
 All arms see the same examples in the same order with the same optimizer (AdamW, lr 3e-4) for the
 same steps. Besides each arm's own validation loss (computed its way: packed or padded, bf16), the
@@ -41,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -60,6 +72,18 @@ ARMS = {
     "packed-fp32": REFERENCE_COMPUTE,
     "fixed-fast": {"batching": "fixed", "max_length": 128},
     "dynamic": {"batching": "dynamic", "max_length": 128, **REFERENCE_COMPUTE},
+    # one arm per train method, each with its defaults (hyperparameters and codepeft's compute settings)
+    "lora": {},
+    "dora": {"method": "dora"},
+    "dora-peft": {"method": "dora", "fused_lora": False},
+    "dora-peft-fp32": {"method": "dora", "fused_lora": False, "bf16_adapters": False},  # the default before #14
+    "ia3": {"method": "ia3"},
+    "prompt-tuning": {"method": "prompt-tuning"},
+    "prefix-tuning": {"method": "prefix-tuning"},
+    "qlora-4bit": {"method": "qlora-4bit"},
+    "qlora-8bit": {"method": "qlora-8bit"},
+    "qlora-4bit-bf16": {"method": "qlora-4bit", "params": {"upcast": False}},
+    "full": {"method": "full"},
 }
 
 
@@ -102,8 +126,11 @@ def model_shape(adapter_dir: Path) -> dict[str, int]:
 
 def step_flops(run: dict, shape: dict[str, int]) -> float:
     """FLOPs the run's steps needed for its real tokens (see the module docstring)."""
-    body = 4 * (shape["matmul"] - shape["head"]) + 6 * run["trainable_parameters"]
-    return (run["tokens_seen"] * body + run["target_tokens"] * 4 * shape["head"]
+    if run.get("method") == "full":  # every matmul weight trained: 6 FLOPs per weight and token, head included
+        body, head = 6 * (shape["matmul"] - shape["head"]), 6 * shape["head"]
+    else:
+        body, head = 4 * (shape["matmul"] - shape["head"]) + 6 * run["trainable_parameters"], 4 * shape["head"]
+    return (run["tokens_seen"] * body + run["target_tokens"] * head
             + run["attention_pairs"] * 12 * shape["attention_width"] * shape["layers"])
 
 
@@ -111,17 +138,20 @@ def run_arm(name: str, args: argparse.Namespace, out: Path, seed: int) -> dict:
     """Train one arm in a child process; return its costs.json, the final validation losses and its
     throughput after ``args.warmup`` steps (from the per-step log)."""
     settings = {"max_steps": args.steps, "batch_size": 8, "eval_every": args.steps, "val_limit": args.val_limit,
-                "seed": seed, "train_limit": args.train_limit, "force": True, "log_every": 1, **ARMS[name]}
+                "seed": seed, "train_limit": args.train_limit, "force": True, "log_every": 1, "threads": args.threads,
+                **ARMS[name]}
+    method, params = settings.pop("method", "lora"), settings.pop("params", None)
     code = (
         "import json,sys; from codepeft.training import train, TrainSettings; "
         f"sys.path.insert(0, {str(Path(__file__).parent)!r}); from training import common_val_loss; "
         "s = TrainSettings(**json.loads(sys.argv[1])); "
-        f"r = train({args.model!r}, ['conala'], 'lora', None, {str(out)!r}, s); "
+        f"r = train({args.model!r}, ['conala'], {method!r}, {params!r}, {str(out)!r}, s); "
         "print('RESULT', json.dumps({'val': r.best_val_loss, 'initial': r.initial_val_loss, "
         "'common': common_val_loss(r.model, sys.argv[2], s.val_limit)}))"
     )
+    env = dict(os.environ, **({"CODEPEFT_THREADS": str(args.threads)} if args.threads else {}))  # common_val too
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(settings), args.model], capture_output=True,
-                          text=True)
+                          text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"arm {name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[7:])
@@ -166,6 +196,9 @@ def main() -> None:
     parser.add_argument("--arms", default="reference,codepeft", help=f"comma list of {', '.join(ARMS)}")
     parser.add_argument("--val-limit", type=int, default=100)
     parser.add_argument("--train-limit", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per arm (default: every CPU; 1 on a machine shared with other jobs, "
+                        "where threads that wait for each other at every operation cost more than they bring)")
     parser.add_argument("--seeds", default="0", help="comma list: every repeat runs each arm once per seed")
     parser.add_argument("--warmup", type=int, default=3,
                         help="steps left out of the steady-state throughput (first shapes, heap growth)")
@@ -178,7 +211,7 @@ def main() -> None:
 
     from codepeft.models.loading import set_threads
 
-    threads = set_threads(None)
+    threads = set_threads(args.threads)
     peak = matmul_peak_flops()
     arms = args.arms.split(",")
     runs: dict[str, list[dict]] = {a: [] for a in arms}

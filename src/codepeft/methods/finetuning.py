@@ -37,6 +37,15 @@ class LoraParams(TrainParams):
     )
 
 
+class QLoraParams(LoraParams):
+    upcast: bool = Field(
+        True,
+        description="cast the base's unquantized weights (embeddings, norms) to fp32 as peft's "
+        "prepare_model_for_kbit_training does (the QLoRA recipe); false keeps the base's dtype, so on a bf16 "
+        "base the activations stay bf16 (half their memory; benchmarks/README.md)",
+    )
+
+
 class IA3Params(TrainParams):
     lr: float = Field(3e-3, gt=0)
     targets: Literal["attention+feedforward", "attention", "mlp", "all-linear"] | list[str] = Field(
@@ -153,10 +162,12 @@ class Dora(Lora):
     name = "dora"
     description = "Weight-decomposed LoRA: LoRA on the direction plus a learned magnitude per output."
     use_dora = True
-    bf16_compute = False  # the magnitude's weight norms are kept in fp32
+    # the fused DoRA layers compute in bf16 too; the weight norms and the magnitude's gradient stay fp32
+    bf16_compute = True
 
 
 class _QLora(Lora):
+    Params = QLoraParams
     bf16_compute = False  # bitsandbytes layers choose their own compute dtype
 
     def check_supported(self, loaded):
@@ -170,8 +181,10 @@ class _QLora(Lora):
         from peft import prepare_model_for_kbit_training
 
         self.check_supported(loaded)
-        # Casts norms to fp32 and enables input grads; gradient checkpointing stays a setting of ours.
-        loaded.model = prepare_model_for_kbit_training(loaded.model, use_gradient_checkpointing=False)
+        if params.upcast:
+            # Casts every unquantized weight to fp32 (the embeddings too, so the whole residual stream
+            # computes in fp32); gradient checkpointing stays a setting of ours.
+            loaded.model = prepare_model_for_kbit_training(loaded.model, use_gradient_checkpointing=False)
         return super().wrap(loaded, params)
 
 

@@ -67,9 +67,10 @@ class TrainSettings(BaseModel):
     )
     fused_lora: bool = Field(
         True,
-        description="plain LoRA layers computing in the base's dtype run base product, adapter and dropout as one "
+        description="LoRA and DoRA layers computing in the base's dtype run base product, adapter and dropout as one "
         "autograd function (scalings folded into the up-projection, dropout drawn as dropped positions with "
-        "exactly probability p); DoRA, quantized bases and fp32 adapters on a bf16 base keep peft's forward",
+        "exactly probability p; DoRA's weight norm from cached ||W||^2 and rank-r terms); quantized bases and "
+        "fp32 adapters on a bf16 base keep peft's forward",
     )
     target_logits: bool = Field(
         True,

@@ -1,7 +1,7 @@
 """The training speed-up policy in one place: which speed-ups a run uses, applied, and undone.
 
 ``precision`` decides the compute dtypes; ``kept_freed_memory`` holds glibc's freed memory for the
-run; ``apply_speedups`` puts fast dropout, the fused LoRA layers and per-example attention on the
+run; ``apply_speedups`` puts fast dropout, the fused LoRA and DoRA layers and per-example attention on the
 model and registers their undoing on an ``ExitStack``. The recipe (``loop.py``) enters both in a
 ``with``, so whatever ends the run (success, the divergence error, an interrupt) restores the model
 and the process: nothing outlives a training run into generation or scoring.
@@ -62,6 +62,7 @@ def apply_speedups(model: Any, settings: TrainSettings, batching: str, compute: 
     # imported here: they import torch, which `codepeft.training` itself does not need at import
     from codepeft.training.attention import restore_attention, use_per_example_attention
     from codepeft.training.dropout import use_fast_dropout
+    from codepeft.training.fused_dora import restore_dora, use_fused_dora
     from codepeft.training.fused_lora import restore_lora, use_fused_lora
 
     if settings.fast_dropout:
@@ -70,6 +71,8 @@ def apply_speedups(model: Any, settings: TrainSettings, batching: str, compute: 
     same_dtype = compute.bf16_adapters or compute.base_dtype == "float32"
     fused_layers = use_fused_lora(model) if settings.fused_lora and same_dtype else []
     undo.callback(restore_lora, fused_layers)
+    dora_layers = use_fused_dora(model) if settings.fused_lora and same_dtype else []
+    undo.callback(restore_dora, dora_layers)
     if batching == "packed" and settings.packed_attention == "per-example":
         undo.callback(restore_attention, model, use_per_example_attention(model))
-    return fused_layers
+    return fused_layers + dora_layers
