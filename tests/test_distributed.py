@@ -13,7 +13,7 @@ import pytest
 import torch
 
 DDP_CHECK = Path(__file__).with_name("ddp_check.py")  # the script each process runs
-SETTINGS = {"max_steps": 4, "batch_size": 4, "grad_accum": 2, "eval_every": 2, "dtype": "float32",
+SETTINGS = {"max_steps": 4, "epochs": 10, "batch_size": 4, "grad_accum": 2, "eval_every": 2, "dtype": "float32",
             "val_limit": None, "threads": 1, "log_every": 1}
 
 

@@ -131,7 +131,7 @@ def test_dora_layers_keep_peft_s_forward(tiny_causal_dir):
 
 def test_training_with_fused_lora_follows_peft(tiny_causal_dir, memo, tmp_path, monkeypatch):
     """Same seed, same steps, no dropout: the validation losses of fused and peft LoRA layers agree."""
-    settings = {"max_steps": 4, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None}
+    settings = {"max_steps": 4, "epochs": 10, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None}
     calls = []
     apply = LoraLinearFunction.apply
     monkeypatch.setattr(LoraLinearFunction, "apply", lambda *args: calls.append(1) or apply(*args))
@@ -149,7 +149,7 @@ def test_training_with_fused_lora_follows_peft(tiny_causal_dir, memo, tmp_path, 
 
 def test_gradient_checkpointing_replays_the_same_dropout(tiny_causal_dir, memo, tmp_path):
     """Recomputed layers draw the same dropped positions (torch's RNG state is replayed): same losses as without."""
-    settings = {"max_steps": 4, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None}
+    settings = {"max_steps": 4, "epochs": 10, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None}
     runs = {}
     for checkpointing in (False, True):
         result = train(str(tiny_causal_dir), [f"jsonl:{memo}"], "lora", {"dropout": 0.3}, tmp_path / str(checkpointing),

@@ -139,7 +139,7 @@ def test_method_trains_saves_reloads_and_generates(method, kind, memo, tiny_seq2
     params = {"lr": TEST_LR[method]}
     if method in {"lora", "dora", "qlora-4bit", "qlora-8bit"}:
         params["r"] = 4
-    settings = TrainSettings(max_steps=8, batch_size=4, eval_every=4, dtype="float32", val_limit=None)
+    settings = TrainSettings(max_steps=8, epochs=10, batch_size=4, eval_every=4, dtype="float32", val_limit=None)
     result = train(str(model_dir), [f"jsonl:{memo}"], method, params, tmp_path / "run", settings)
 
     # the loss falls on a memo set

@@ -126,3 +126,22 @@ def test_recursion_errors_get_one_label_through_the_cli(tmp_path, capsys):
     outcomes = json.loads((run / "metrics.json").read_text())["per_example"]["outcomes"][0]
     assert [o["status"] for o in outcomes] == ["failed", "failed"], outcomes
     assert all(o["reason"].startswith("RecursionError: maximum recursion depth") for o in outcomes), outcomes
+
+
+def test_similarity_metrics_have_sentence_level_scores_per_problem(tmp_path, capsys):
+    import sacrebleu
+
+    records = [{"id": "same", "candidates": ["x = sorted(a, key=len)"], "reference": "x = sorted(a, key=len)"},
+               {"id": "other", "candidates": ["print(b)"], "reference": "y = {k: v for k, v in d.items()}"}]
+    run = _write_run(tmp_path / "run", records)
+    code, _, err = _cli(["score", str(run), "--metrics", "codebleu,bleu"], capsys)
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    per = metrics["per_example"]
+    # sentence-level beside the corpus headline: a perfect answer scores near the top, an unrelated one far less
+    assert per["codebleu"][0] > 0.95 and per["codebleu"][1] < 0.5
+    assert per["bleu"][0] == pytest.approx(100.0)
+    assert per["bleu"][1] == pytest.approx(sacrebleu.sentence_bleu("print(b)", [records[1]["reference"]]).score)
+    assert per["chrf"][1] == pytest.approx(sacrebleu.sentence_chrf("print(b)", [records[1]["reference"]]).score)
+    assert metrics["bleu"] == pytest.approx(sacrebleu.corpus_bleu(["x = sorted(a, key=len)", "print(b)"],
+                                                                  [[r["reference"] for r in records]]).score)

@@ -329,7 +329,7 @@ def test_live_table_counts_statuses_and_estimates_time_left(toy, monkeypatch):
     study_file, _ = toy
     runs = plan_runs(load_study(study_file), check_models=False)
     buffer = io.StringIO()
-    table = StudyProgress(Console(file=buffer, width=160), title="toy")
+    table = StudyProgress(Console(file=buffer, width=160, force_terminal=True), title="toy")
     for spec in runs:
         table(RunEvent(spec, "queued"))
     assert table.eta_seconds() is None  # nothing finished yet
@@ -346,3 +346,40 @@ def test_live_table_counts_statuses_and_estimates_time_left(toy, monkeypatch):
     text = buffer.getvalue()
     assert "1 done" in text and "1 failed" in text and "1 queued" in text and "RuntimeError: boom" in text
     assert "50.0" in text and "ETA 10s" in text
+
+
+def test_output_that_is_not_a_terminal_gets_one_plain_line_per_run_and_stage(toy, fakes, capsys):
+    study_file, out = toy
+    code, stdout, stderr = run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    assert code == 0, stderr
+    lines = stderr.splitlines()  # progress goes to stderr, the leaderboard and paths to stdout
+    assert lines[0].startswith("study toy") and lines[0].endswith("3 runs")
+    lora = [line for line in lines if " · lora · " in line]
+    assert [line.split(": ", 1)[1].split(" in ")[0] for line in lora] == ["training", "generating", "scoring", "done"]
+    assert lora[-1].startswith("[3/3]") and "em@1 100" in lora[-1] and "3 done" in lora[-1]
+    assert not any(mark in stderr for mark in ("━", "┃", "\x1b[", "\r"))  # no table, bar or cursor movement
+    code, _, stderr = run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    assert code == 0 and sum("done (reused)" in line for line in stderr.splitlines()) == 3
+
+
+def test_third_party_warnings_and_logs_go_to_the_study_log(toy, fakes, capsys):
+    import logging
+    import warnings
+
+    def noisy_generate(spec, run_dir, adapter, data_dir):
+        warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning, stacklevel=1)
+        logging.getLogger("bitsandbytes.backends.cpu.ops").warning("Failed to load CPU gemm_4bit_forward from "
+                                                                   "kernels-community: no network")
+        return fakes.generate(spec, run_dir, adapter, data_dir)
+
+    from codepeft.study import engines
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engines, "generate_arm", noisy_generate)
+        study_file, out = toy
+        code, stdout, stderr = run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    assert code == 0, stderr
+    assert "gemm_4bit" not in stdout + stderr and "is_gradient_checkpointing" not in stdout + stderr
+    log = (out / "third-party.log").read_text()
+    assert "Failed to load CPU gemm_4bit_forward" in log and "is_gradient_checkpointing" in log
+    assert not logging.getLogger("bitsandbytes").handlers or logging.getLogger("bitsandbytes").propagate

@@ -16,7 +16,7 @@ from codepeft.models import load_model
 from codepeft.training import TrainSettings, train
 from codepeft.training.data import collate, epoch_order, tokenize_all
 
-FAST = {"max_steps": 4, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None}
+FAST = {"max_steps": 4, "epochs": 10, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None}
 
 
 
@@ -162,7 +162,7 @@ def test_seeded_runs_repeat_and_a_killed_run_resumes_to_the_same_weights(tiny_ca
 
     import codepeft.training.loop as loop
 
-    settings = TrainSettings(max_steps=6, batch_size=4, eval_every=2, dtype="float32", val_limit=None)
+    settings = TrainSettings(max_steps=6, epochs=10, batch_size=4, eval_every=2, dtype="float32", val_limit=None)
     whole = train(str(tiny_causal_dir), [f"jsonl:{memo}"], "lora", None, tmp_path / "whole", settings)
     again = train(str(tiny_causal_dir), [f"jsonl:{memo}"], "lora", None, tmp_path / "again", settings)
     assert again.val_losses == whole.val_losses
@@ -189,7 +189,7 @@ def test_seeded_runs_repeat_and_a_killed_run_resumes_to_the_same_weights(tiny_ca
 
 def test_early_stopping_keeps_the_best_adapter(tiny_causal_dir, memo, tmp_path):
     # a learning rate far too high makes validation worse after the first evaluation
-    settings = TrainSettings(max_steps=20, batch_size=4, eval_every=1, dtype="float32", val_limit=None,
+    settings = TrainSettings(max_steps=20, epochs=10, batch_size=4, eval_every=1, dtype="float32", val_limit=None,
                              early_stopping_patience=2, max_grad_norm=None)
     result = train(str(tiny_causal_dir), [f"jsonl:{memo}"], "full", {"lr": 1.0}, tmp_path / "run", settings)
     losses = dict(result.val_losses)
@@ -224,7 +224,8 @@ def test_merge_gives_the_same_outputs_and_exports(tiny_causal_dir, memo, tmp_pat
 
 def test_cli_train_and_methods(tiny_causal_dir, memo, tmp_path):
     code, err, out = run_cli(["train", "--model", str(tiny_causal_dir), "--dataset", f"jsonl:{memo}",
-                                   "--method", "ia3", "--param", "lr=0.01", "--max-steps", "2", "--eval-every", "1",
+                                   "--method", "ia3", "--param", "lr=0.01", "--max-steps", "2", "--epochs", "10",
+                                   "--eval-every", "1",
                                    "--batch-size", "4", "--dtype", "float32", "--output", str(tmp_path / "run")])
     assert code == 0, err
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").exists()
@@ -307,14 +308,15 @@ def test_adapter_for_another_base_is_refused(tiny_causal_dir, tiny_base_dir, tin
 def test_corrupted_checkpoint_and_adapter_are_one_line_errors(tiny_causal_dir, memo, tmp_path):
     from codepeft.models import load_model
 
-    settings = TrainSettings(max_steps=2, batch_size=4, eval_every=1, dtype="float32", val_limit=2)
+    settings = TrainSettings(max_steps=2, epochs=10, batch_size=4, eval_every=1, dtype="float32", val_limit=2)
     result = train(str(tiny_causal_dir), [f"jsonl:{memo}"], "lora", None, tmp_path / "run", settings)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     (tmp_path / "run" / "config.json").write_text(json.dumps({**config, "finished": False}))  # as if killed
     checkpoint = sorted((tmp_path / "run" / "checkpoints").iterdir())[-1]
     (checkpoint / "trainable.pt").write_bytes(b"garbage")
     code, err, _ = run_cli(["train", "--model", str(tiny_causal_dir), "--dataset", f"jsonl:{memo}",
-                                 "--max-steps", "4", "--eval-every", "1", "--batch-size", "4", "--val-limit", "2",
+                                 "--max-steps", "4", "--epochs", "10", "--eval-every", "1", "--batch-size", "4",
+                                 "--val-limit", "2",
                                  "--dtype", "float32", "--output", str(tmp_path / "run")])
     assert code == 2 and f"checkpoint {checkpoint} is corrupted" in err and "--no-resume" in err
     assert (result.adapter_dir / "adapter_model.safetensors").exists()  # nothing saved was lost
@@ -325,7 +327,7 @@ def test_corrupted_checkpoint_and_adapter_are_one_line_errors(tiny_causal_dir, m
 
 
 def test_full_disk_is_one_line_and_keeps_what_was_saved(tiny_causal_dir, memo, tmp_path, monkeypatch):
-    settings = TrainSettings(max_steps=4, batch_size=4, eval_every=2, dtype="float32", val_limit=None)
+    settings = TrainSettings(max_steps=4, epochs=10, batch_size=4, eval_every=2, dtype="float32", val_limit=None)
     real_save = torch.save
     calls = {"n": 0}
 
@@ -403,3 +405,14 @@ def test_peak_memory_is_measured_per_run():
     assert reset_peak_memory()
     after = peak_rss_bytes()
     assert after < before - (300 << 20), (before, after)
+
+
+def test_budget_is_epochs_and_max_steps_only_caps_it(tiny_causal_dir, memo, tmp_path):
+    # 8 training examples in batches of 4: 2 steps an epoch, so 2 epochs are 4 steps whatever the (higher) cap
+    settings = TrainSettings(epochs=2, max_steps=100, batch_size=4, eval_every=1, dtype="float32", val_limit=None)
+    result = train(str(tiny_causal_dir), [f"jsonl:{memo}"], "lora", {"r": 2}, tmp_path / "run", settings)
+    assert result.steps == 4
+    capped = TrainSettings(epochs=2, max_steps=3, batch_size=4, eval_every=1, dtype="float32", val_limit=None)
+    assert train(str(tiny_causal_dir), [f"jsonl:{memo}"], "lora", {"r": 2}, tmp_path / "capped", capped).steps == 3
+    verdict = json.loads((tmp_path / "run" / "costs.json").read_text())["convergence"]
+    assert isinstance(verdict["converged"], bool) and verdict["reason"]

@@ -82,7 +82,7 @@ def test_per_example_attention_needs_position_ids():
 
 def test_training_with_per_example_attention_follows_the_masked_run(tiny_causal_dir, memo, tmp_path):
     """Same seed, same steps: the validation losses of per-example and masked attention agree."""
-    settings = {"max_steps": 4, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None,
+    settings = {"max_steps": 4, "epochs": 10, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None,
                 "fast_dropout": False}
     runs = {}
     for mode in ("masked", "per-example"):

@@ -75,6 +75,8 @@ def study(
     from codepeft.study.config import load_study
     from codepeft.study.executors import make_executor
     from codepeft.study.progress import StudyProgress
+    from codepeft.study.quiet import LOG_NAME as THIRD_PARTY_LOG
+    from codepeft.study.quiet import third_party_output
     from codepeft.study.runner import StudyRunner, is_disk_full
 
     path, overrides = split_arguments(arguments or [])
@@ -95,7 +97,7 @@ def study(
             out.print(f"{spec.label}  ({state})  {runner.run_dir(spec)}", markup=False, highlight=False, soft_wrap=True)
         return
     try:
-        with progress:
+        with third_party_output(study_dir / THIRD_PARTY_LOG), progress:
             outcome = runner.run()
         reports = build_reports(study_dir)
     except OSError as err:

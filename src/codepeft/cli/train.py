@@ -35,8 +35,8 @@ def train(
         "--dataset", "-d", help="data set NAME or NAME:WEIGHT (repeat to train on several, mixed by weight)")] = None,
     method: Annotated[str, typer.Option(help="train method (see `codepeft methods`)")] = "lora",
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="method hyperparameter KEY=VALUE")] = None,
-    epochs: Annotated[float | None, typer.Option(help="passes over the training data")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="optimizer steps (overrides --epochs)")] = None,
+    epochs: Annotated[float | None, typer.Option(help="the budget: passes over the training data (default 1)")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="cap on optimizer steps (the budget is --epochs)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="examples per micro-step, all processes together")] = None,
     grad_accum: Annotated[int | None, typer.Option(help="micro-steps per optimizer step")] = None,
     max_length: Annotated[int | None, typer.Option(help="tokens per example (prompt + target)")] = None,
@@ -59,6 +59,7 @@ def train(
 ) -> None:
     """Train an adapter (or the full model) on data sets' training splits; keeps the best by validation loss."""
     from codepeft.training import train as run_training
+    from codepeft.training.convergence import convergence
 
     named = dict(
         epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
@@ -81,6 +82,9 @@ def train(
         f"(initial {result.initial_val_loss:.4f}); {costs['trainable_parameters']:,} trainable parameters, "
         f"{costs['tokens_per_second']} tokens/s"
     )
+    verdict = convergence(result.val_losses if result.initial_val_loss is None
+                          else [(0, result.initial_val_loss), *result.val_losses])
+    console.print(("converged: " if verdict.converged else "[yellow]not converged[/]: ") + verdict.reason)
     out.print(str(result.adapter_dir))
 
 

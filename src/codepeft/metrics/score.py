@@ -2,7 +2,8 @@
 
 Scoring never needs the model, so a run can be rescored at any time. Similarity metrics use each
 example's first candidate; EM@k and pass@k use the first k candidates. Per-example results are kept
-under ``per_example`` so confidence intervals can be bootstrapped later.
+under ``per_example`` (EM, pass/fail, and sentence-level CodeBLEU, BLEU and chrF beside the
+corpus-level headline) so every metric can get bootstrap intervals and paired tests later.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from codepeft.data.base import METRIC_FAMILIES, task_of_run
 from codepeft.errors import CodepeftError
 from codepeft.metrics.exact_match import DEFAULT_KS, exact_match_at_k, exact_match_per_example
 from codepeft.metrics.passk import execute_candidates, pass_at_ks
-from codepeft.metrics.similarity import bleu_chrf, codebleu
+from codepeft.metrics.similarity import bleu_chrf, bleu_chrf_per_example, codebleu, codebleu_per_example
 from codepeft.rundir import CONFIG, METRICS, RunDir, read_generations, read_json
 from codepeft.sandbox import choose_mode
 
@@ -105,6 +106,12 @@ def run_summary(run_dir: Path, ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]
     return {"n": len(records), "with_reference": len(with_reference), **scores}
 
 
+def _aligned(scores: list[float], kept: list[bool]) -> list[float | None]:
+    """Scores of the kept records back in record order, None for the records left out."""
+    values = iter(scores)
+    return [next(values) if keep else None for keep in kept]
+
+
 def _reference_metrics(run_dir: Path, chosen: Sequence[str], explicit: bool, candidates: list[list[str]],
                        references: list[str], ks: Sequence[int], normalize: Callable[[str], str],
                        result: dict[str, Any], per_example: dict[str, Any], notes: list[str]) -> None:
@@ -130,5 +137,8 @@ def _reference_metrics(run_dir: Path, chosen: Sequence[str], explicit: bool, can
         per_example["em"] = [next(matches) if keep else None for keep in has_reference]
     if "codebleu" in needing:
         result.update(codebleu(top1, kept_references))
+        per_example["codebleu"] = _aligned(codebleu_per_example(top1, kept_references), has_reference)
     if "bleu" in needing:
         result.update(bleu_chrf(top1, kept_references))
+        for name, scores in bleu_chrf_per_example(top1, kept_references).items():
+            per_example[name] = _aligned(scores, has_reference)

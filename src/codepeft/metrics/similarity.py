@@ -1,4 +1,9 @@
-"""Similarity to the reference: CodeBLEU (``codebleu`` package), BLEU and chrF (``sacrebleu``), corpus level.
+"""Similarity to the reference: CodeBLEU (``codebleu`` package), BLEU and chrF (``sacrebleu``).
+
+The headline numbers are corpus level (comparable with published results); ``*_per_example`` give
+the same metrics sentence by sentence, so a study can bootstrap intervals and pair arms problem by
+problem (the mean of sentence scores is not the corpus score: BLEU's n-gram counts are pooled over
+the corpus, and a short sentence often has no 4-gram match at all).
 
 The ``codebleu`` package scores the data-flow term as a perfect 1.0 whenever its match is 0, which
 happens when the references yield no data-flow at all (common for one-line snippets). We report both:
@@ -48,6 +53,41 @@ def codebleu(predictions: Sequence[str], references: Sequence[str], lang: str = 
         "codebleu_components": components,
         "codebleu_dataflow": "measured" if references_have_dataflow else "absent in references: term left out",
     }
+
+
+def codebleu_per_example(predictions: Sequence[str], references: Sequence[str], lang: str = "python") -> list[float]:
+    """Sentence-level CodeBLEU of each prediction, with the headline's rule for the data-flow term per reference."""
+    from codebleu import calc_codebleu
+    from codebleu.dataflow_match import corpus_dataflow_match
+    from codebleu.utils import get_tree_sitter_language
+
+    language = get_tree_sitter_language(lang)
+    quiet = logging.getLogger()
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    scores: list[float] = []
+    try:
+        for prediction, reference in zip(predictions, references, strict=True):
+            package = calc_codebleu([reference], [prediction], lang=lang, weights=WEIGHTS)
+            parts = [float(package[name]) for name in COMPONENTS]
+            has_dataflow = corpus_dataflow_match([[reference.strip()]], [reference.strip()], lang,
+                                                 tree_sitter_language=language) > 0
+            if has_dataflow:
+                scores.append(sum(w * s for w, s in zip(WEIGHTS, parts, strict=True)))
+            else:
+                scores.append(sum(w * s for w, s in zip(WEIGHTS[:3], parts[:3], strict=True)) / sum(WEIGHTS[:3]))
+    finally:
+        quiet.setLevel(level)
+    return scores
+
+
+def bleu_chrf_per_example(predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
+    """Sentence BLEU (sacrebleu's default exponential smoothing) and chrF of each prediction, 0-100."""
+    import sacrebleu
+
+    pairs = list(zip(predictions, references, strict=True))
+    return {"bleu": [float(sacrebleu.sentence_bleu(p, [r]).score) for p, r in pairs],
+            "chrf": [float(sacrebleu.sentence_chrf(p, [r]).score) for p, r in pairs]}
 
 
 def bleu_chrf(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:

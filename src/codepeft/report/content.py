@@ -65,7 +65,15 @@ def digits_for(metric: str) -> int:
     return 3 if metric.startswith("codebleu") else 1
 
 
+def is_corpus_level(result: dict[str, Any] | None) -> bool:
+    """A headline computed over the corpus (BLEU, chrF, CodeBLEU), not the mean of its per-problem scores."""
+    if not result or not isinstance(result.get("problem_mean"), int | float):
+        return False
+    return not math.isclose(result["problem_mean"], result.get("mean", math.nan), rel_tol=1e-6, abs_tol=1e-9)
+
+
 def metric_text(result: dict[str, Any] | None, digits: int = 1) -> str:
+    """The headline with its interval; a corpus-level headline is followed by the per-problem mean (the CI's)."""
     from codepeft.report.plots import interval
 
     if not result or not isinstance(result.get("mean"), int | float):
@@ -73,14 +81,34 @@ def metric_text(result: dict[str, Any] | None, digits: int = 1) -> str:
     low, high = interval(result)
     if low is None or high is None:
         return number(result["mean"], digits)
+    if is_corpus_level(result) and result.get("seeds", 0) < 2:
+        return (f"{number(result['mean'], digits)} · per problem {number(result['problem_mean'], digits)} "
+                f"[{number(low, digits)}, {number(high, digits)}]")
     return f"{number(result['mean'], digits)} [{number(low, digits)}, {number(high, digits)}]"
+
+
+def p_text(test: dict[str, Any]) -> str:
+    holm = test.get("p_holm")
+    return f"p={test['p_value']:.2g}" + (f", Holm {holm:.2g}" if isinstance(holm, int | float) else "")
+
+
+def difference_text(test: dict[str, Any], digits: int = 1) -> str:
+    low, high = (test.get("difference_ci") or [None, None])[:2]
+    interval = f" [{low:+.{digits}f}, {high:+.{digits}f}]" if low is not None and high is not None else ""
+    return f"{test['difference']:+.{digits}f}{interval}"
 
 
 def versus_text(result: dict[str, Any] | None, digits: int = 1) -> str:
     test = (result or {}).get("vs_zero_shot")
     if not test or not isinstance(test.get("difference"), int | float) or math.isnan(test["difference"]):
         return "–"
-    return f"{test['difference']:+.{digits}f} (p={test['p_value']:.3g})"
+    return f"{difference_text(test, digits)} ({p_text(test)})"
+
+
+def converged_text(entry: dict[str, Any]) -> str:
+    if entry["kind"] != "train":
+        return ""
+    return {True: "yes", False: "NO", None: "–"}[entry.get("converged")]
 
 
 def build_panels(summary: list[dict[str, Any]]) -> list[Panel]:
@@ -96,8 +124,8 @@ def build_panels(summary: list[dict[str, Any]]) -> list[Panel]:
         ordered += [m for m in found if m.startswith(("em@", "pass@")) and m not in ordered and m != panel.primary]
         panel.metrics = [panel.primary, *ordered] if panel.primary in found else ordered
         panel.columns = ["#", "arm", "method", *[f"{m} [95% CI]" if i == 0 else m for i, m in enumerate(panel.metrics)],
-                         f"Δ {panel.primary} vs zero-shot (p)", "trainable params", "peak mem (MiB)",
-                         "train (s)", "generate (s)", "prompt tokens/ex", "runs"]
+                         f"Δ {panel.primary} vs zero-shot [95% CI] (p)", "trainable params", "peak mem (MiB)",
+                         "train (s)", "converged", "generate (s)", "prompt tokens/ex", "runs"]
         for rank, entry in enumerate(panel.entries, start=1):
             cells = [str(rank), entry["arm"], entry["method"]]
             for i, metric in enumerate(panel.metrics):
@@ -110,7 +138,8 @@ def build_panels(summary: list[dict[str, Any]]) -> list[Panel]:
                 (versus_text(entry["metrics"].get(panel.primary), digits_for(panel.primary))
                  if entry["method"] != BASELINE_METHOD else "baseline"),
                 params_text(entry), number(costs.get("peak_memory_mb"), 0), number(costs.get("train_seconds")),
-                number(costs.get("generation_seconds")), number(costs.get("prompt_tokens_mean"), 0), runs,
+                converged_text(entry), number(costs.get("generation_seconds")),
+                number(costs.get("prompt_tokens_mean"), 0), runs,
             ]
             panel.rows.append(cells)
     return list(panels.values())

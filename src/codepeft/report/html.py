@@ -26,7 +26,9 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 color:#1d2330;line-height:1.45}
 h1{margin-bottom:.2rem}h2{margin-top:2.5rem;border-bottom:2px solid #e3e6ee;padding-bottom:.3rem}
 .muted{color:#5b6475;font-size:.92rem}
-table{border-collapse:collapse;margin:1rem 0;font-size:.88rem;display:block;overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;margin:1rem 0;font-size:.88rem}
+.scroll{overflow-x:auto;max-width:100%}.scroll table{margin:.5rem 0}
+.findings p{background:#f6f8fc;border-left:4px solid #3b6fd8;padding:.5rem .8rem}
 th,td{border:1px solid #d9dde7;padding:.35rem .55rem;text-align:right;white-space:nowrap}
 th{background:#f2f4f8}td.name,th.name{text-align:left}
 tr.best td{background:#eefaf0;font-weight:600}
@@ -63,8 +65,9 @@ def table_html(panel: Panel) -> str:
     for index, row in enumerate(panel.rows):
         cells = "".join(f'<td class="{"name" if i in (1, 2) else ""}">{esc(c)}</td>' for i, c in enumerate(row))
         body.append(f'<tr class="{"best" if index == 0 else ""}">{cells}</tr>')
-    return (f'<table class="leaderboard"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table>')
+    # the table scrolls inside its own box, so a wide leaderboard never widens or cuts the page
+    return (f'<div class="scroll"><table class="leaderboard"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
 def examples_html(items: list[dict[str, Any]]) -> str:
@@ -86,6 +89,15 @@ def examples_html(items: list[dict[str, Any]]) -> str:
             f'<div class="examples">{"".join(answers)}</div></details>'
         )
     return "<h3>Example generations</h3>" + "".join(blocks)
+
+
+def findings_html(data: ReportData) -> str:
+    import re
+
+    from codepeft.report.findings import findings
+
+    paragraphs = [re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", esc(text)) for text in findings(data.panels)]
+    return '<section class="findings"><h2>Findings</h2>' + "".join(f"<p>{p}</p>" for p in paragraphs) + "</section>"
 
 
 def provenance_html(data: ReportData) -> str:
@@ -151,6 +163,7 @@ def render_html(data: ReportData) -> str:
 <body>
 <h1>Study: {esc(study.name)}</h1>
 <p class="muted">{esc(study.index.get("description", ""))}</p>
+{findings_html(data)}
 <p class="muted">{len(study.rows)} runs: {done} done, {len(failed_rows)} failed. EM@k, pass@k, BLEU and chrF in percent,
 CodeBLEU in [0, 1]. Intervals are 95%:
 over seeds when there are several, else a bootstrap over test problems. Δ vs zero-shot: paired permutation test on the

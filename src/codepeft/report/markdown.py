@@ -25,14 +25,19 @@ def render_markdown(data: ReportData) -> str:
     parts = [f"# Study: {study.name}", ""]
     if study.index.get("description"):
         parts += [str(study.index["description"]), ""]
+    from codepeft.report.findings import findings
+
+    parts += ["## Findings", "", *[f"{paragraph}\n" for paragraph in findings(data.panels)]]
     seeds = sorted({r["seed"] for r in study.rows})
     parts += [
         f"{len(study.rows)} runs ({sum(r['status'] == 'done' for r in study.rows)} done, "
         f"{sum(r['status'] == 'failed' for r in study.rows)} failed), seeds {', '.join(map(str, seeds))}. "
         "EM@k, pass@k, BLEU and chrF in percent, CodeBLEU in [0, 1]; the first metric column is the data set's "
         "primary metric with its 95% interval "
-        "(over seeds when there are several, else a bootstrap over test problems); Δ vs zero-shot is a paired "
-        "permutation test on the same problems.",
+        "(over seeds when there are several, else a bootstrap over test problems; for corpus-level BLEU, chrF "
+        "and CodeBLEU the interval is of the per-problem sentence-level mean shown beside the headline); Δ vs "
+        "zero-shot is the per-problem difference with its bootstrap interval and a paired permutation test, p "
+        "Holm-adjusted over the study's comparisons of that metric.",
         "",
     ]
     for panel in data.panels:

@@ -1,4 +1,9 @@
-"""The live table of a running study: one line per run with its status, time and score, and an ETA.
+"""What a person sees while a study runs: a live table on a terminal, plain lines elsewhere.
+
+On a terminal: one row per run with its status, time and score, and an ETA. When the output is not a
+terminal (CI, a log file) a redrawn table would be noise, so each run's stage changes are printed as
+one plain line each (``[2/5] smollm2-135m · conala · lora · s0: training``), with the score, time and
+ETA when a run ends.
 
 The ETA multiplies the runs left by the mean time of runs of the same kind (prompt or train) that
 finished in this session (reused runs take no time and are not counted); until one of a kind has
@@ -44,8 +49,13 @@ class StudyProgress:
     lines: dict[str, RunLine] = field(default_factory=dict)
     durations: dict[str, list[float]] = field(default_factory=lambda: {"prompt": [], "train": []})
     live: Live | None = None
+    plain: bool = False
+    announced: bool = False
 
     def __enter__(self) -> StudyProgress:
+        self.plain = not self.console.is_terminal
+        if self.plain:
+            return self
         self.live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False,
                          get_renderable=self.render)
         self.live.__enter__()
@@ -68,9 +78,38 @@ class StudyProgress:
                 time.monotonic() - line.started if line.started is not None else event.elapsed)
             if not event.cached and event.status == "done":
                 self.durations[event.spec.kind].append(line.elapsed)
+        changed = line.status != event.status or event.status in {"done", "failed"}
         line.status, line.cached, line.score, line.error = event.status, event.cached, event.score, event.error
         if self.live is not None:
             self.live.refresh()
+        elif self.plain and changed and event.status != "queued":
+            if not self.announced:  # every run has been queued by now
+                self.announced = True
+                self._print(f"{self.title}: {len(self.lines)} runs")
+            self._print(self.plain_line(line))
+
+    def _print(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def plain_line(self, line: RunLine) -> str:
+        """One line for a run's new stage; a finished run adds its time, score and the study's counts and ETA."""
+        position = list(self.lines).index(line.spec.run_id) + 1
+        text = f"[{position}/{len(self.lines)}] {line.spec.label}: {line.status}" + (" (reused)" if line.cached else "")
+        if line.status in {"done", "failed"}:
+            if line.error:
+                text += f": {line.error[:200]}"
+            if not line.cached:
+                text += f" in {_duration(line.elapsed)}"
+            if line.score is not None:
+                text += f", {line.spec.dataset.primary_metric} {line.score:.3g}"
+            text += f" | {self.summary_text()}"
+        return text
+
+    def summary_text(self) -> str:
+        counts = {s: sum(1 for ln in self.lines.values() if ln.status == s) for s in STYLES}
+        eta = self.eta_seconds()
+        text = " · ".join(f"{n} {s}" for s, n in counts.items() if n) or "no runs"
+        return text + (f" · ETA {_duration(eta)}" if eta is not None else " · ETA after the first run")
 
     def eta_seconds(self) -> float | None:
         means = {kind: sum(v) / len(v) for kind, v in self.durations.items() if v}
@@ -102,11 +141,7 @@ class StudyProgress:
             table.add_row(short_model(spec.model), short_dataset(spec.dataset.spec.task),
                           spec.arm, str(spec.seed), status, _duration(elapsed),
                           "" if line.score is None else f"{line.score:.1f}")
-        counts = {s: sum(1 for ln in self.lines.values() if ln.status == s) for s in STYLES}
-        eta = self.eta_seconds()
-        summary = Text(" · ".join(f"{n} {s}" for s, n in counts.items() if n) or "no runs")
-        summary.append(f" · ETA {_duration(eta)}" if eta is not None else " · ETA after the first run")
-        return Group(table, summary)
+        return Group(table, Text(self.summary_text()))
 
 
 def _duration(seconds: float | None) -> str:

@@ -4,8 +4,10 @@
 ``train/costs.json`` and ``eval/generations.jsonl`` into one row per run: every metric, and the
 costs (trainable parameters and their share, peak memory, training and generation time, prompt
 tokens per example). ``summarize`` groups rows by (model, data set, arm): mean and t-interval over
-seeds, bootstrap interval over test problems, and a paired test of each arm against zero-shot on
-the same problems. ``write_results`` saves ``results.csv`` and ``results.json``.
+seeds, bootstrap interval over test problems, a paired test of each arm against zero-shot on
+the same problems (and of the best arm against the runner-up, Holm-adjusted: ``study.evidence``),
+each metric's minimum detectable difference, and whether each train arm converged.
+``write_results`` saves ``results.csv`` and ``results.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from codepeft.errors import CodepeftError
 from codepeft.rundir import GENERATIONS, METRICS, read_generations, read_json, replacing, write_json
+from codepeft.study.evidence import add_comparisons
 from codepeft.study.runs import RUN_FILE, STUDY_INDEX
 from codepeft.study.stats import bootstrap_interval, paired_test, seed_interval
 
@@ -140,7 +143,29 @@ def _costs(run_dir: Path, state: dict[str, Any], kind: str | None) -> dict[str, 
                         if any(k.endswith("_cpu_seconds") for k in timings) else None),
         "train_tokens": costs.get("tokens_seen"),
         "train_steps": costs.get("steps"),
+        **(_convergence(run_dir, costs) if kind == "train" else {}),
     }
+
+
+def _convergence(run_dir: Path, costs: dict[str, Any]) -> dict[str, Any]:
+    """Whether the run's validation loss stopped falling: costs.json's verdict, else read from the training log."""
+    import json
+
+    from codepeft.training.convergence import convergence, history_from_log
+
+    verdict = costs.get("convergence")
+    if not isinstance(verdict, dict):
+        log = run_dir / "train" / "train_log.jsonl"
+        if not log.exists():
+            return {}
+        lines = []
+        for raw in log.read_text().splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+        verdict = convergence(history_from_log(lines)).to_dict()
+    return {"converged": verdict.get("converged"), "convergence": verdict.get("reason")}
 
 
 def _num_parameters(eval_config: dict[str, Any]) -> int | None:
@@ -237,6 +262,7 @@ def summarize(study: Study) -> list[dict[str, Any]]:
         for row in study.rows if row["method"] == BASELINE_METHOD and row["status"] == "done"
     }
     summary: list[dict[str, Any]] = []
+    problems_of: dict[tuple[str, str, str], dict[str, dict[str, float]]] = {}
     for (model, dataset, arm), rows in groups.items():
         done = [r for r in rows if r["status"] == "done"]
         entry: dict[str, Any] = {
@@ -253,7 +279,10 @@ def summarize(study: Study) -> list[dict[str, Any]]:
             result: dict[str, Any] = {"mean": over_seeds.mean, "seed_ci": [over_seeds.low, over_seeds.high],
                                       "seeds": over_seeds.n}
             if problems:
+                problems_of.setdefault((model, dataset, arm), {})[metric] = problems
                 boot = bootstrap_interval(list(problems.values()))
+                # the mean of per-problem scores (sentence level for BLEU/chrF/CodeBLEU, not the corpus headline)
+                result["problem_mean"] = boot.mean
                 result["bootstrap_ci"] = [boot.low, boot.high]
                 result["problems"] = boot.n
                 if rows[0]["method"] != BASELINE_METHOD:
@@ -269,7 +298,12 @@ def summarize(study: Study) -> list[dict[str, Any]]:
         for column in COST_COLUMNS:
             values = [r[column] for r in done if _is_number(r.get(column))]
             entry["costs"][column] = sum(values) / len(values) if values else None
+        if entry["kind"] == "train":
+            verdicts = [r["converged"] for r in done if isinstance(r.get("converged"), bool)]
+            entry["converged"] = all(verdicts) if verdicts else None
+            entry["convergence"] = sorted({r["convergence"] for r in done if r.get("convergence")})
         summary.append(entry)
+    add_comparisons(summary, problems_of, BASELINE_METHOD)
     return summary
 
 
@@ -297,7 +331,7 @@ def write_results(study: Study) -> tuple[Path, Path, list[dict[str, Any]]]:
     summary = leaderboard(summarize(study))
     metric_columns = study.metric_columns
     columns = ["run_id", *ID_COLUMNS, *metric_columns, *COST_COLUMNS, "cpu_seconds", "peak_gpu_memory_mb",
-               "train_steps", "train_tokens", "error", "run_dir"]
+               "train_steps", "train_tokens", "converged", "error", "run_dir"]
     csv_path = study.directory / "results.csv"
     with replacing(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")

@@ -27,6 +27,7 @@ from codepeft.models.adapters import save_adapter
 from codepeft.provenance import environment
 from codepeft.rundir import CONFIG, RunDir, write_json, writing
 from codepeft.training.checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint
+from codepeft.training.convergence import convergence
 from codepeft.training.costs import CostMeter, count_parameters, reset_peak_memory
 from codepeft.training.data import (
     IGNORE,
@@ -196,6 +197,12 @@ def train(
     return _train(run)
 
 
+def _history(state: dict[str, Any]) -> list[tuple[int, float]]:
+    """The validation losses in step order, the untrained model's (step 0) first."""
+    initial = state.get("initial_val_loss")
+    return [*([(0, initial)] if initial is not None else []), *[(int(a), float(b)) for a, b in state["val_losses"]]]
+
+
 def _train(run: _Run) -> TrainResult:
     return _Recipe(run).run()
 
@@ -286,7 +293,9 @@ class _Recipe:
 
         settings, params = self.settings, self.job.params
         steps_per_epoch = max(1, math.ceil(sum(self.sizes) / (settings.batch_size * settings.grad_accum)))
-        self.total_steps = settings.max_steps or max(1, math.ceil(steps_per_epoch * settings.epochs))
+        self.total_steps = max(1, math.ceil(steps_per_epoch * settings.epochs))
+        if settings.max_steps:  # the budget is epochs; max_steps only caps it
+            self.total_steps = min(self.total_steps, settings.max_steps)
         eval_every = settings.eval_every or max(1, steps_per_epoch // settings.evals_per_epoch)
         self.eval_every = min(eval_every, self.total_steps)
         optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
@@ -487,7 +496,8 @@ class _Recipe:
             with writing(out / COSTS):
                 write_json(out / COSTS, {**costs, "method": self.method.name, "batching": self.batching,
                                          "best_val_loss": state["best_val_loss"], "best_step": state["best_step"],
-                                         "initial_val_loss": state.get("initial_val_loss")})
+                                         "initial_val_loss": state.get("initial_val_loss"),
+                                         "convergence": convergence(_history(state)).to_dict()})
                 config = json.loads((out / CONFIG).read_text())
                 write_json(out / CONFIG, {**config, "finished": True, "stopped_early": stopped_early})
         self.accelerator.wait_for_everyone()

@@ -15,8 +15,10 @@ class TrainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: float = Field(1.0, gt=0, description="passes over the training data (ignored when max_steps is set)")
-    max_steps: int | None = Field(None, gt=0, description="optimizer steps to run (overrides epochs)")
+    epochs: float = Field(1.0, gt=0, description="the budget: passes over the training data (early stopping may end "
+                          "it sooner)")
+    max_steps: int | None = Field(None, gt=0, description="cap on optimizer steps (the run ends at the budget in "
+                                  "epochs or here, whichever comes first)")
     batch_size: int = Field(8, ge=1, description="examples per micro-step, over all processes")
     grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step")
     max_length: int = Field(512, ge=8, description="tokens per example, prompt plus target (longer are cut)")

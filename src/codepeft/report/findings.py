@@ -1,0 +1,81 @@
+"""The "Findings" paragraph at the top of both reports: what the study says, in plain words.
+
+Per (data set, model): which arm is best on the primary metric and by how much against zero-shot
+(the per-problem difference with its 95% interval and Holm-adjusted p), at what cost; whether the
+best beats the runner-up; which arms do not differ from zero-shot; the smallest difference the
+study can resolve at its size (with a warning above 5 points); and the train arms that had not
+converged. Every number comes from ``results.json``'s summary.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from codepeft.report.content import Panel, difference_text, digits_for, number, p_text, params_text
+from codepeft.study.evidence import WARN_POINTS
+from codepeft.study.results import BASELINE_METHOD
+
+SIGNIFICANT = 0.05
+
+
+def _significant(test: dict[str, Any] | None) -> bool:
+    p = (test or {}).get("p_holm", (test or {}).get("p_value"))
+    return isinstance(p, int | float) and not math.isnan(p) and p < SIGNIFICANT
+
+
+def _cost(entry: dict[str, Any]) -> str:
+    costs = entry["costs"]
+    seconds = costs.get("total_seconds")
+    text = f"{number(seconds, 0)} s in all" if isinstance(seconds, int | float) else "unknown time"
+    if entry["kind"] == "train":
+        text = f"{params_text(entry)} trainable parameters, {text}"
+    elif isinstance(costs.get("prompt_tokens_mean"), int | float):
+        text = f"{number(costs['prompt_tokens_mean'], 0)} prompt tokens per problem, {text}"
+    return text
+
+
+def panel_findings(panel: Panel) -> str:
+    metric, digits = panel.primary, digits_for(panel.primary)
+    ranked = [e for e in panel.entries if isinstance(e["metrics"].get(metric, {}).get("mean"), int | float)]
+    if not ranked:
+        return f"{panel.title}: no arm finished, nothing to compare."
+    best, result = ranked[0], ranked[0]["metrics"][metric]
+    zero = next((e for e in ranked if e["method"] == BASELINE_METHOD), None)
+    parts = [f"{panel.title}: **{best['arm']}** is best on {metric} ({number(result['mean'], digits)}"]
+    test = result.get("vs_zero_shot")
+    if zero is not None and best is not zero and test:
+        verdict = "a resolved gain" if _significant(test) and test["difference"] > 0 else "not resolved"
+        parts[0] += (f" vs zero-shot {number(zero['metrics'][metric]['mean'], digits)}; per problem "
+                     f"{difference_text(test, digits)}, {p_text(test)}: {verdict})")
+    else:
+        parts[0] += ")"
+    parts[0] += f", at {_cost(best)}."
+    runner = result.get("vs_runner_up")
+    if runner:
+        word = "resolved" if _significant(runner) else "not resolved"
+        parts.append(f"Over the runner-up {runner['arm']}: {difference_text(runner, digits)} "
+                     f"({p_text(runner)}, {word}).")
+    same = [e["arm"] for e in ranked if e is not best and e["method"] != BASELINE_METHOD
+            and not _significant(e["metrics"][metric].get("vs_zero_shot"))]
+    if same:
+        parts.append(f"Not resolved from zero-shot: {', '.join(same)}.")
+    resolution = result.get("resolution") or {}
+    if isinstance(resolution.get("mde"), int | float) and not math.isnan(resolution["mde"]):
+        unit = "" if metric.startswith("codebleu") else " points"
+        parts.append(f"With {resolution['n']} test problems the study resolves differences of about "
+                     f"{number(resolution['mde'], digits)}{unit} on {metric} (80% power, alpha 0.05); smaller "
+                     "ones are not resolved.")
+        if not resolution.get("resolves_5_points"):
+            parts.append(f"**Warning: this study cannot resolve differences smaller than {WARN_POINTS:g} points; "
+                         "run more test problems (docs/study.md).**")
+    unconverged = [e["arm"] for e in panel.entries if e["kind"] == "train" and e.get("converged") is False]
+    if unconverged:
+        parts.append(f"Not converged (validation loss still falling at the end of the budget): "
+                     f"{', '.join(unconverged)}; more epochs may change their scores.")
+    return " ".join(parts)
+
+
+def findings(panels: list[Panel]) -> list[str]:
+    """One plain-words paragraph per panel (Markdown bold marks the best arm and warnings)."""
+    return [panel_findings(panel) for panel in panels]
