@@ -94,3 +94,29 @@ def test_report_of_a_study_with_nothing_finished(tmp_path, tiny_causal_dir):
     result = build_reports(tmp_path / "out")
     assert "<svg" not in result.html.read_text()
     assert result.markdown.read_text().count("| 0/1 |") == 3
+
+
+def test_findings_say_who_is_best_by_how_much_and_what_is_not_resolved(reports):
+    text = reports.markdown.read_text()
+    assert text.index("## Findings") < text.index("| # | arm")
+    findings = text.split("## Findings", 1)[1].split("runs (", 1)[0]
+    assert "**lora** is best on em@1 (100.0 vs zero-shot 50.0; per problem +50.0" in findings
+    assert "Holm" in findings and "not resolved" in findings  # 4 problems cannot resolve a 50-point gain
+    assert "cannot resolve differences smaller than 5 points" in findings
+    assert "Not converged" in findings and "lora" in findings.split("Not converged", 1)[1]
+    html = reports.html.read_text()
+    assert html.index('class="findings"') < html.index('class="leaderboard"')
+    assert "<b>lora</b> is best on em@1" in html
+
+
+def test_comparisons_are_holm_adjusted_with_runner_up_and_resolution(reports):
+    summary = json.loads(reports.json.read_text())["summary"]
+    lora = next(s for s in summary if s["arm"] == "lora")["metrics"]["em@1"]
+    versus = lora["vs_zero_shot"]
+    assert versus["p_holm"] >= versus["p_value"] and versus["comparisons"] == 1  # runner-up is zero-shot: same test
+    assert lora["vs_runner_up"]["arm"] == "zero-shot" and lora["vs_runner_up"]["p_holm"] == versus["p_holm"]
+    low, high = versus["difference_ci"]
+    assert low <= versus["difference"] <= high
+    resolution = lora["resolution"]
+    assert resolution["n"] == 4 and resolution["resolves_5_points"] is False and resolution["mde"] > 5
+    assert next(s for s in summary if s["arm"] == "lora")["converged"] is False

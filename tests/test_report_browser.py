@@ -61,3 +61,30 @@ def test_report_screenshot_is_not_blank(report_html, tmp_path):
     distinct = {tuple(px) for px in (pixels[::7, ::7, :3] * 255).astype(int).reshape(-1, 3)}
     assert len(distinct) > 20
     shutil.copy(shot, report_html.with_name("report.png"))  # kept next to the report for a human to look at
+
+
+def layout(report_html: Path, width: int, profile: Path) -> dict[str, str]:
+    result = chromium([f"--window-size={width},900", "--virtual-time-budget=5000", "--dump-dom",
+                       report_html.as_uri()], profile)
+    assert result.returncode == 0, result.stderr[-2000:]
+    body = re.search(r"<body([^>]*)>", result.stdout)
+    attributes = dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', body.group(1)))
+    assert attributes["data-rendered"] == "ok", attributes
+    return attributes
+
+
+@pytest.mark.parametrize("width", [1400, 700])  # 700: narrower than the table, which must scroll in its box
+def test_leaderboard_fits_1400_px_or_scrolls_in_its_own_box(report_html, tmp_path, width):
+    attributes = layout(report_html, width, tmp_path / "p3")
+    assert int(attributes["data-view-width"]) <= width
+    assert int(attributes["data-page-width"]) <= int(attributes["data-view-width"])  # no sideways page scroll
+    assert attributes["data-leaderboards-contained"] == "yes"
+    if width != 1400:
+        return
+    shot = tmp_path / "wide.png"
+    result = chromium(["--window-size=1400,1200", f"--screenshot={shot}", report_html.as_uri()], tmp_path / "p4")
+    assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
+    from matplotlib.image import imread
+
+    assert imread(shot).shape[1] == 1400
+    shutil.copy(shot, report_html.with_name("report-1400.png"))

@@ -358,6 +358,7 @@ def test_output_that_is_not_a_terminal_gets_one_plain_line_per_run_and_stage(toy
     assert [line.split(": ", 1)[1].split(" in ")[0] for line in lora] == ["training", "generating", "scoring", "done"]
     assert lora[-1].startswith("[3/3]") and "em@1 100" in lora[-1] and "3 done" in lora[-1]
     assert not any(mark in stderr for mark in ("━", "┃", "\x1b[", "\r"))  # no table, bar or cursor movement
+    assert "lora" in stdout and "report:" in stdout
     code, _, stderr = run_cli(["study", str(study_file), "--out", str(out)], capsys)
     assert code == 0 and sum("done (reused)" in line for line in stderr.splitlines()) == 3
 
@@ -383,3 +384,20 @@ def test_third_party_warnings_and_logs_go_to_the_study_log(toy, fakes, capsys):
     log = (out / "third-party.log").read_text()
     assert "Failed to load CPU gemm_4bit_forward" in log and "is_gradient_checkpointing" in log
     assert not logging.getLogger("bitsandbytes").handlers or logging.getLogger("bitsandbytes").propagate
+
+
+def test_dry_run_prints_the_plan_with_sizes_time_and_resolution(toy, fakes, capsys):
+    study_file, out = toy
+    code, stdout, stderr = run_cli(["study", str(study_file), "--out", str(out), "--dry-run"], capsys)
+    assert code == 0, stderr
+    assert "plan: 3 runs = 1 model(s) x 1 data set(s) x 3 arm(s) x 1 seed(s)" in stdout
+    # 12 train rows, 4 validation rows; batches of 8 -> 2 steps an epoch, capped by limits.max_steps=2
+    assert "4 test problems; training on 12 examples, validating on 4" in stdout
+    assert "lora: 2 steps per epoch, 2 planned" in stdout
+    assert "time unknown" in stdout  # a tiny local model has no measured rate yet
+    assert ("warning: jsonl:toy.jsonl with 4 test problems cannot resolve em@1 differences smaller than 5 points"
+            in stdout)
+    assert not (out / "runs").exists() and fakes.calls == []  # nothing ran
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
+    code, stdout, _ = run_cli(["study", str(study_file), "--out", str(out), "--dry-run"], capsys)
+    assert code == 0 and stdout.count("(done)") == 3 and f"measured in {out}" in stdout

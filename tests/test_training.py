@@ -230,6 +230,8 @@ def test_cli_train_and_methods(tiny_causal_dir, memo, tmp_path):
     assert code == 0, err
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").exists()
     assert json.loads((tmp_path / "run" / "config.json").read_text())["params"]["lr"] == 0.01
+    verdict = json.loads((tmp_path / "run" / "costs.json").read_text())["convergence"]
+    assert ("converged: " if verdict["converged"] else "not converged: ") + verdict["reason"] in " ".join(err.split())
     code, err, _ = run_cli(["train", "--model", str(tiny_causal_dir), "--dataset", f"jsonl:{memo}", "--max-steps", "1",
                             "--batch-size", "4", "--dtype", "float32", "--set", "pack_row_tokens=48",
                             "--set", "fast_dropout=false", "--output", str(tmp_path / "set")])

@@ -64,7 +64,8 @@ def study(
         "--out", "-o", help="study directory (default: studies-out/<study name>)")] = None,
     force: Annotated[bool, typer.Option("--force", help="redo every run, even finished ones")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="local data sets directory")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate the study and list its runs")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan (runs, sizes, expected time, "
+                                                       "resolvable difference) without running")] = False,
     executor: Annotated[str | None, typer.Option(
         "--executor", help="local (default: one run after another) or ray (each run a Ray task)")] = None,
     address: Annotated[str | None, typer.Option(
@@ -92,9 +93,10 @@ def study(
     runner = StudyRunner(config, study_dir, force=force, data_dir=data_dir, on_event=progress,
                          executor=None if dry_run else make_executor(config))
     if dry_run:
-        for spec in runner.runs:
-            state = "done" if (runner.run_dir(spec) / "run.json").exists() else "new"
-            out.print(f"{spec.label}  ({state})  {runner.run_dir(spec)}", markup=False, highlight=False, soft_wrap=True)
+        from codepeft.study.plan import describe
+
+        for line in describe(runner.runs, study_dir, runner.data_dir):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
         return
     try:
         with third_party_output(study_dir / THIRD_PARTY_LOG), progress:

@@ -49,6 +49,15 @@ SCRIPT = """
     body.setAttribute('data-tables', String(document.querySelectorAll('table.leaderboard tbody tr').length));
     body.setAttribute('data-plots', String(document.querySelectorAll('svg.plot').length));
     body.setAttribute('data-errors', String(errors.length));
+    // layout facts for the headless-browser test: the page never scrolls sideways; a leaderboard wider
+    // than its box scrolls inside it
+    body.setAttribute('data-page-width', String(document.documentElement.scrollWidth));
+    body.setAttribute('data-view-width', String(window.innerWidth));
+    var boxes = document.querySelectorAll('div.scroll');
+    var contained = Array.prototype.every.call(boxes, function(box){
+      return box.scrollWidth <= box.clientWidth || getComputedStyle(box).overflowX === 'auto';
+    });
+    body.setAttribute('data-leaderboards-contained', boxes.length && contained ? 'yes' : 'no');
     body.setAttribute('data-rendered', errors.length ? 'errors' : 'ok');
   });
 })();

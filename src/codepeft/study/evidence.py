@@ -74,33 +74,47 @@ def add_comparisons(summary: list[dict[str, Any]], problems: dict[tuple[str, str
     panels: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for entry in summary:
         panels[(entry["model"], entry["dataset"])].append(entry)
+    repeats: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for (model, dataset), entries in panels.items():
-        _runner_up(entries, problems, model, dataset)
+        repeat = _runner_up(entries, problems.get, model, dataset, baseline)
+        if repeat:
+            repeats.append(repeat)
         _resolution(entries, baseline)
     _holm(summary)
+    for runner, same in repeats:  # best vs runner-up where one of them is zero-shot: the same comparison
+        runner["p_holm"], runner["comparisons"] = same.get("p_holm"), same.get("comparisons")
 
 
-def _runner_up(entries: list[dict[str, Any]], problems: dict[tuple[str, str, str], dict[str, dict[str, float]]],
-               model: str, dataset: str) -> None:
+def _runner_up(entries: list[dict[str, Any]], problems: Any, model: str, dataset: str,
+               baseline: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Test the best arm against the runner-up on the primary metric; returns (test, the same vs-zero-shot test)."""
     primary = entries[0].get("primary_metric") or ""
     ranked = sorted((e for e in entries if isinstance(e["metrics"].get(primary, {}).get("mean"), int | float)
                      and not math.isnan(e["metrics"][primary]["mean"])),
                     key=lambda e: -e["metrics"][primary]["mean"])
     if len(ranked) < 2:
-        return
+        return None
     best, runner = ranked[0], ranked[1]
-    a, b = _shared(problems.get((model, dataset, best["arm"]), {}).get(primary, {}),
-                   problems.get((model, dataset, runner["arm"]), {}).get(primary, {}))
-    if a:
-        best["metrics"][primary]["vs_runner_up"] = {**paired_test(a, b).to_dict(), "arm": runner["arm"]}
+    a, b = _shared((problems((model, dataset, best["arm"])) or {}).get(primary, {}),
+                   (problems((model, dataset, runner["arm"])) or {}).get(primary, {}))
+    if not a:
+        return None
+    test = {**paired_test(a, b).to_dict(), "arm": runner["arm"]}
+    best["metrics"][primary]["vs_runner_up"] = test
+    if baseline not in (best["method"], runner["method"]):
+        return None
+    # one of the two is zero-shot: this comparison is already in the family, so it is not counted twice
+    other = runner if best["method"] == baseline else best
+    test["same_as_vs_zero_shot"] = True
+    return test, other["metrics"][primary].get("vs_zero_shot") or {}
 
 
 def _resolution(entries: list[dict[str, Any]], baseline: str) -> None:
     metrics = list(dict.fromkeys(m for e in entries for m in e["metrics"]))
     for metric in metrics:
-        sds = [e["metrics"][metric]["vs_zero_shot"]["sd"] for e in entries
-               if e["method"] != baseline and isinstance(e["metrics"].get(metric, {}).get("vs_zero_shot", {}).get("sd"),
-                                                         int | float)]
+        tests = [e["metrics"][metric].get("vs_zero_shot") or {} for e in entries
+                 if e["method"] != baseline and metric in e["metrics"]]
+        sds = [t["sd"] for t in tests if isinstance(t.get("sd"), int | float)]
         counts = [e["metrics"][metric].get("problems") for e in entries if e["metrics"].get(metric, {}).get("problems")]
         if not counts:
             continue
@@ -120,7 +134,8 @@ def _holm(summary: list[dict[str, Any]]) -> None:
         for metric, result in entry["metrics"].items():
             for key in ("vs_zero_shot", "vs_runner_up"):
                 test = result.get(key)
-                if test and isinstance(test.get("p_value"), int | float) and not math.isnan(test["p_value"]):
+                if (test and not test.get("same_as_vs_zero_shot") and isinstance(test.get("p_value"), int | float)
+                        and not math.isnan(test["p_value"])):
                     families[metric].append(test)
     for tests in families.values():
         for test, adjusted in zip(tests, holm([t["p_value"] for t in tests]), strict=True):

@@ -1,0 +1,208 @@
+"""``codepeft study --dry-run``: the plan of a study without running it.
+
+What it prints: the runs; per data set the test problems, training examples, validation examples,
+steps per epoch and planned optimizer steps; the expected time of each run from measured rates; and
+the smallest difference each metric can resolve at this size (80% power, alpha 0.05), with a warning
+when that is more than 5 points.
+
+Rates: when the study directory already holds finished runs (of any earlier size) their measured
+rates are used (generation seconds per test problem by method, training seconds per example,
+model-loading time); otherwise ``REFERENCE_RATES``, measured for smollm2-135m on CoNaLa by the
+default study recorded in docs/study.md (idle-machine equivalents). Other models have no reference
+rate and get no time estimate until one of their runs has finished.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codepeft.study.evidence import WARN_POINTS, plan_resolution, point
+from codepeft.study.runs import RunSpec, short_dataset, short_model
+
+#: Idle 2-core rates of smollm2-135m on CoNaLa (docs/study.md, the default study's run):
+#: seconds per generated test problem by method ("train" for any fine-tuned arm), seconds per training
+#: example (forward and backward, max_length 128), per validation example, and to load the model once.
+REFERENCE_RATES: dict[str, dict[str, Any]] = {
+    "smollm2-135m": {
+        "generate": {"zero-shot": 0.9, "icl": 1.2, "rag": 1.2, "train": 0.6},
+        "train_example": 0.18,
+        "validate_example": 0.04,
+        "load": 12.0,
+        "source": "reference rates (docs/study.md)",
+    },
+}
+
+
+@dataclass
+class DataPlan:
+    dataset: str
+    test: int
+    train: int | None = None
+    validation: int | None = None
+    steps: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # arm -> (per epoch, planned, evals)
+
+
+def _sizes(spec: RunSpec, data_dir: Path | None) -> tuple[int, int]:
+    """Training and validation examples a train arm of ``spec`` will use (as the training loop chooses them)."""
+    settings = spec.training or {}
+    task, ds = spec.dataset.task, spec.dataset.spec
+    train = len(task.load(ds.train_split))
+    if ds.validation_split or "validation" in task.splits:
+        validation = len(task.load(ds.validation_split or "validation"))
+    else:
+        validation = max(1, int(train * settings.get("val_fraction", 0.1)))
+        train -= validation
+    if settings.get("train_limit"):
+        train = min(train, settings["train_limit"])
+    if settings.get("val_limit"):
+        validation = min(validation, settings["val_limit"])
+    return train, validation
+
+
+def data_plans(runs: list[RunSpec], data_dir: Path | None) -> dict[str, DataPlan]:
+    plans: dict[str, DataPlan] = {}
+    for spec in runs:
+        name = spec.dataset.spec.task
+        plan = plans.setdefault(name, DataPlan(name, spec.dataset.test_count))
+        if spec.kind != "train" or spec.arm in plan.steps:
+            continue
+        plan.train, plan.validation = _sizes(spec, data_dir)
+        settings = spec.training or {}
+        per_epoch = max(1, math.ceil(plan.train / (settings.get("batch_size", 8) * settings.get("grad_accum", 1))))
+        planned = max(1, math.ceil(per_epoch * settings.get("epochs", 1.0)))
+        if settings.get("max_steps"):
+            planned = min(planned, settings["max_steps"])
+        every = settings.get("eval_every") or max(1, per_epoch // settings.get("evals_per_epoch", 4))
+        plan.steps[spec.arm] = (per_epoch, planned, math.ceil(planned / min(every, planned)) + 1)
+    return plans
+
+
+def measured_rates(study_dir: Path) -> dict[str, dict[str, Any]]:
+    """Rates by model from the finished runs already in ``study_dir`` (none when it holds no study)."""
+    from codepeft.study.results import load_study_dir
+
+    if not (study_dir / "study.json").exists():
+        return {}
+    study = load_study_dir(study_dir)
+    by_model: dict[str, dict[str, list[float]]] = {}
+    for row in study.rows:
+        if row["status"] != "done" or not row.get("n") or not row.get("generation_seconds"):
+            continue
+        rates = by_model.setdefault(row["model"], {})
+        key = "train" if row["kind"] == "train" else row["method"]
+        rates.setdefault(f"generate:{key}", []).append(row["generation_seconds"] / row["n"])
+        examples = (row.get("train_steps") or 0) * _batch(study.index, row["arm"])
+        if row["kind"] == "train" and examples and row.get("train_seconds"):
+            rates.setdefault("train_example", []).append(row["train_seconds"] / examples)
+    out: dict[str, dict[str, Any]] = {}
+    for model, rates in by_model.items():
+        generate = {k.split(":", 1)[1]: statistics.median(v) for k, v in rates.items() if k.startswith("generate:")}
+        out[model] = {"generate": generate, "train_example": statistics.median(rates.get("train_example", [0.0])),
+                      "validate_example": 0.0, "load": 0.0, "source": f"measured in {study_dir}"}
+    return out
+
+
+def _batch(index: dict[str, Any], arm: str) -> int:
+    config = index.get("config", {})
+    merged = {**config.get("training", {}), **config.get("arms", {}).get(arm, {}).get("train", {})}
+    return int(merged.get("batch_size", 8)) * int(merged.get("grad_accum", 1))
+
+
+def expected_seconds(spec: RunSpec, plan: DataPlan, rates: dict[str, Any] | None) -> float | None:
+    if rates is None:
+        return None
+    key = "train" if spec.kind == "train" else spec.method
+    generate = rates["generate"].get(key) or (max(rates["generate"].values()) if rates["generate"] else None)
+    if generate is None:
+        return None
+    seconds = rates["load"] + generate * plan.test
+    if spec.kind == "train" and spec.arm in plan.steps:
+        _, planned, evals = plan.steps[spec.arm]
+        settings = spec.training or {}
+        examples = planned * settings.get("batch_size", 8) * settings.get("grad_accum", 1)
+        seconds += rates["load"] + rates["train_example"] * examples
+        seconds += rates["validate_example"] * (plan.validation or 0) * evals
+    return seconds
+
+
+def describe(runs: list[RunSpec], study_dir: Path, data_dir: Path | None) -> list[str]:
+    """The plan as printable lines (see the module docstring)."""
+    plans = data_plans(runs, data_dir)
+    measured = measured_rates(study_dir)
+    models = list(dict.fromkeys(r.model for r in runs))
+    arms = list(dict.fromkeys(r.arm for r in runs))
+    seeds = sorted({r.seed for r in runs})
+    lines = [f"plan: {len(runs)} runs = {len(models)} model(s) x {len(plans)} data set(s) x {len(arms)} arm(s) "
+             f"x {len(seeds)} seed(s), into {study_dir}"]
+    for plan in plans.values():
+        text = f"data {short_dataset(plan.dataset)}: {plan.test} test problems"
+        if plan.train is not None:
+            text += f"; training on {plan.train} examples, validating on {plan.validation}"
+        lines.append(text)
+        for arm, (per_epoch, planned, evals) in plan.steps.items():
+            lines.append(f"  {arm}: {per_epoch} steps per epoch, {planned} planned (early stopping may end sooner), "
+                         f"{evals} validations")
+    total, unknown = 0.0, []
+    for spec in runs:
+        rates = measured.get(spec.model) or REFERENCE_RATES.get(short_model(spec.model))
+        seconds = expected_seconds(spec, plans[spec.dataset.spec.task], rates)
+        state = "done" if (study_dir / "runs" / spec.dirname / "run.json").exists() else "new"
+        if seconds is None:
+            unknown.append(spec.label)
+        else:
+            total += seconds if state == "new" else 0.0
+        when = f"~{_minutes(seconds)}" if seconds is not None else "time unknown"
+        source = f" ({rates['source']})" if rates and seconds is not None else ""
+        lines.append(f"run {spec.label}  ({state})  {when}{source}  {study_dir / 'runs' / spec.dirname}")
+    lines.append(f"expected time: ~{_minutes(total)} on 2 idle CPU cores"
+                 + (f" (plus {len(unknown)} runs without a measured rate)" if unknown else ""))
+    lines += resolution_lines(runs)
+    return lines
+
+
+def resolution_lines(runs: list[RunSpec]) -> list[str]:
+    lines: list[str] = []
+    seen: set[str] = set()
+    for spec in runs:
+        plan = spec.dataset
+        if plan.spec.task in seen:
+            continue
+        seen.add(plan.spec.task)
+        metrics = _metric_names(plan.metrics, plan.primary_metric)
+        for item in plan_resolution(metrics, plan.test_count):
+            if not math.isfinite(item["mde"]):
+                continue
+            digits = 3 if item["metric"].startswith("codebleu") else 1
+            unit = "" if item["metric"].startswith("codebleu") else " points"
+            lines.append(f"resolves on {short_dataset(plan.spec.task)} {item['metric']}: differences of "
+                         f"{item['mde']:.{digits}f}{unit} or more (80% power, alpha 0.05, paired; sd of per-problem "
+                         f"differences {item['sd']:.3g} from the {item['sd_source']})")
+            if not item["resolves_5_points"]:
+                smallest = WARN_POINTS * point(item["metric"])
+                lines.append(f"warning: {short_dataset(plan.spec.task)} with {plan.test_count} test problems cannot "
+                             f"resolve {item['metric']} differences smaller than {smallest:g}"
+                             f"{'' if item['metric'].startswith('codebleu') else ' points'}; about "
+                             f"{_needed(item)} problems would")
+    return lines
+
+
+def _needed(item: dict[str, Any]) -> int:
+    from codepeft.study.stats import problems_needed
+
+    return problems_needed(item["sd"], WARN_POINTS * point(item["metric"]))
+
+
+def _metric_names(families: list[str], primary: str) -> list[str]:
+    names = {"em": ["em@1"], "codebleu": ["codebleu"], "bleu": ["bleu", "chrf"], "passk": ["pass@1"]}
+    found = [name for family in families for name in names.get(family, [])]
+    return [primary, *[m for m in found if m != primary]]
+
+
+def _minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
