@@ -116,6 +116,7 @@ def test_study_runs_every_arm_and_writes_results(toy, fakes, capsys):
     assert code == 0
     assert "report:" in stdout and str((out / "report.html").resolve()) in stdout
     assert "lora" in stdout and "zero-shot" in stdout  # the leaderboard is printed
+    assert "lora is best on em@1" in " ".join(stdout.split())  # and its findings, in plain words
     rows = {r["arm"]: r for r in read_rows(out)}
     assert set(rows) == {"zero-shot", "icl", "lora"}
     assert all(r["status"] == "done" for r in rows.values())

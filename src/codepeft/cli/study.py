@@ -37,7 +37,7 @@ COMPACT = ("#", "arm", "trainable params", "peak mem (MiB)", "train (s)", "gener
 
 
 def print_leaderboard(data: object) -> None:
-    """A terminal-width leaderboard per panel: primary metric with CI, Δ vs zero-shot, main costs."""
+    """A terminal-width leaderboard per panel (primary metric with CI, Δ vs zero-shot, main costs) and its findings."""
     from rich.table import Table
 
     for panel in data.panels:  # type: ignore[attr-defined]
@@ -51,6 +51,9 @@ def print_leaderboard(data: object) -> None:
         for row in panel.rows:
             table.add_row(*(row[i] for i in keep))
         out.print(table)
+        from codepeft.report.findings import panel_findings
+
+        out.print(panel_findings(panel).replace("**", ""), markup=False, highlight=False)
 
 
 @app.command()
