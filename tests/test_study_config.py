@@ -37,8 +37,12 @@ def test_default_study_is_packaged_and_valid():
     config = load_study(None)
     assert config.models == ["smollm2-135m"]
     assert set(config.arms) >= {"zero-shot", "icl", "rag", "lora", "ia3"}
-    assert config.datasets[0].task == "humaneval" and config.datasets[0].test_split == "study-test"
-    assert config.primary_metric == "pass@1"
+    assert config.datasets[0].task == "conala" and config.datasets[0].test_split == "test"
+    assert config.primary_metric == "codebleu"
+    # budgets in epochs with early stopping on a real validation set; max_steps only a cap above one epoch
+    assert config.training["epochs"] == 1 and config.training["early_stopping_patience"] >= 1
+    assert config.limits.val_size >= 100
+    assert config.limits.max_steps > config.limits.train_size / config.training["batch_size"]
 
 
 def test_overrides_dotted_keys_parse_yaml_values():

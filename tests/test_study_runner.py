@@ -261,18 +261,20 @@ def test_end_to_end_tiny_model(tmp_path, tiny_causal_dir, capsys):
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # about 2 minutes on 2 idle cores; far longer when the machine is shared
 def test_default_study_small(tmp_path, real_home, monkeypatch, capsys):
-    """The packaged default study (smollm2-135m, HumanEval study split, 5 arms), shrunk to fit 2 minutes."""
+    """The packaged default study (smollm2-135m, CoNaLa, 5 arms), shrunk to fit 2 minutes."""
     monkeypatch.setenv("CODEPEFT_HOME", str(real_home))
     out = tmp_path / "default"
-    code, stdout, stderr = run_cli(["study", "--out", str(out), "limits.test_size=2", "limits.max_steps=2",
-                                    "generation.max_new_tokens=64", "training.max_length=256"], capsys)
+    code, stdout, stderr = run_cli(["study", "--out", str(out), "limits.test_size=4", "limits.train_size=16",
+                                    "limits.val_size=8", "generation.max_new_tokens=16"], capsys)
     assert code == 0, stderr[-3000:]
     rows = {r["arm"]: r for r in read_rows(out)}
     assert set(rows) == {"zero-shot", "icl", "rag", "lora", "ia3"}
-    assert all(r["status"] == "done" and r["pass@1"] != "" for r in rows.values())
+    assert all(r["status"] == "done" and r["codebleu"] != "" for r in rows.values())
     assert int(rows["lora"]["trainable_params"]) > int(rows["ia3"]["trainable_params"]) > 0
+    assert int(rows["lora"]["train_steps"]) == 2  # one epoch of 16 examples in batches of 8
+    assert rows["lora"]["converged"] in {"True", "False"}
     assert float(rows["rag"]["prompt_tokens_mean"]) > float(rows["zero-shot"]["prompt_tokens_mean"])
-    assert "report:" in stdout and "pass@1" in stdout
+    assert "report:" in stdout and "codebleu" in stdout and "Findings" in (out / "report.md").read_text()
 
 
 def test_results_go_to_mlflow_when_it_is_installed(toy, fakes, capsys, monkeypatch):

@@ -23,15 +23,16 @@ from typing import Any
 from codepeft.study.evidence import WARN_POINTS, plan_resolution, point
 from codepeft.study.runs import RunSpec, short_dataset, short_model
 
-#: Idle 2-core rates of smollm2-135m on CoNaLa (docs/study.md, the default study's run):
-#: seconds per generated test problem by method ("train" for any fine-tuned arm), seconds per training
-#: example (forward and backward, max_length 128), per validation example, and to load the model once.
+#: Estimated idle 2-core rates of smollm2-135m on CoNaLa (docs/study.md): seconds per generated test
+#: problem by method ("train" for any fine-tuned arm), per training example (forward and backward,
+#: max_length 128), per validation example, and to load the model once. Measured as single-thread CPU
+#: seconds of the default study's runs on a shared machine (2026-12-02), divided by 1.7 for two threads.
 REFERENCE_RATES: dict[str, dict[str, Any]] = {
     "smollm2-135m": {
-        "generate": {"zero-shot": 0.9, "icl": 1.2, "rag": 1.2, "train": 0.6},
-        "train_example": 0.18,
-        "validate_example": 0.04,
-        "load": 12.0,
+        "generate": {"zero-shot": 0.7, "icl": 1.3, "rag": 1.3, "train": 0.5},
+        "train_example": 0.25,
+        "validate_example": 0.05,
+        "load": 10.0,
         "source": "reference rates (docs/study.md)",
     },
 }
