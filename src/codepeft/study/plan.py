@@ -47,9 +47,17 @@ class DataPlan:
     steps: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # arm -> (per epoch, planned, evals)
 
 
+def _training(spec: RunSpec) -> dict[str, Any]:
+    """A train arm's settings as a mapping (the study hands over validated ``TrainSettings``)."""
+    training: Any = spec.training
+    if training is None:
+        return {}
+    return training.model_dump() if hasattr(training, "model_dump") else dict(training)
+
+
 def _sizes(spec: RunSpec, data_dir: Path | None) -> tuple[int, int]:
     """Training and validation examples a train arm of ``spec`` will use (as the training loop chooses them)."""
-    settings = spec.training or {}
+    settings = _training(spec)
     task, ds = spec.dataset.task, spec.dataset.spec
     train = len(task.load(ds.train_split))
     if ds.validation_split or "validation" in task.splits:
@@ -72,7 +80,7 @@ def data_plans(runs: list[RunSpec], data_dir: Path | None) -> dict[str, DataPlan
         if spec.kind != "train" or spec.arm in plan.steps:
             continue
         plan.train, plan.validation = _sizes(spec, data_dir)
-        settings = spec.training or {}
+        settings = _training(spec)
         per_epoch = max(1, math.ceil(plan.train / (settings.get("batch_size", 8) * settings.get("grad_accum", 1))))
         planned = max(1, math.ceil(per_epoch * settings.get("epochs", 1.0)))
         if settings.get("max_steps"):
@@ -123,7 +131,7 @@ def expected_seconds(spec: RunSpec, plan: DataPlan, rates: dict[str, Any] | None
     seconds = rates["load"] + generate * plan.test
     if spec.kind == "train" and spec.arm in plan.steps:
         _, planned, evals = plan.steps[spec.arm]
-        settings = spec.training or {}
+        settings = _training(spec)
         examples = planned * settings.get("batch_size", 8) * settings.get("grad_accum", 1)
         seconds += rates["load"] + rates["train_example"] * examples
         seconds += rates["validate_example"] * (plan.validation or 0) * evals
