@@ -177,7 +177,7 @@ def test_plain_lora_layers_are_not_taken(tiny_causal_dir):
 
 def test_training_with_fused_dora_follows_peft(tiny_causal_dir, memo, tmp_path, monkeypatch):
     """Same seed, same steps, no dropout: the validation losses of fused and peft DoRA layers agree."""
-    settings = {"max_steps": 4, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None}
+    settings = {"epochs": 10, "max_steps": 4, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None}
     calls = []
     apply = DoraLinearFunction.apply
     monkeypatch.setattr(DoraLinearFunction, "apply", lambda *args: calls.append(1) or apply(*args))
@@ -195,7 +195,7 @@ def test_training_with_fused_dora_follows_peft(tiny_causal_dir, memo, tmp_path, 
 
 def test_dora_with_dropout_trains_and_checkpointing_replays_it(tiny_causal_dir, memo, tmp_path):
     """The dropout path learns, and gradient checkpointing recomputes the same dropped positions."""
-    settings = {"max_steps": 4, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None}
+    settings = {"epochs": 10, "max_steps": 4, "batch_size": 4, "eval_every": 2, "dtype": "float32", "val_limit": None}
     runs = {}
     for checkpointing in (False, True):
         result = train(str(tiny_causal_dir), [f"jsonl:{memo}"], "dora", {"dropout": 0.3}, tmp_path / str(checkpointing),

@@ -99,7 +99,8 @@ def measured_rates(study_dir: Path) -> dict[str, dict[str, Any]]:
     study = load_study_dir(study_dir)
     by_model: dict[str, dict[str, list[float]]] = {}
     for row in study.rows:
-        if row["status"] != "done" or not row.get("n") or not row.get("generation_seconds"):
+        # a timing of 0 is a measurement (a fast fake or a rounded sub-millisecond stage), not a missing one
+        if row["status"] != "done" or not row.get("n") or row.get("generation_seconds") is None:
             continue
         rates = by_model.setdefault(row["model"], {})
         key = "train" if row["kind"] == "train" else row["method"]
