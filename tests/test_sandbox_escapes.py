@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from codepeft.sandbox import Limits, Program, build_program, run_many
-from codepeft.sandbox.isolation import bubblewrap_available, namespaces_available
+from codepeft.sandbox.isolation import HIDE_ENV, _runtime_paths, bubblewrap_available, namespaces_available
 
 MARK = f"cp-escape-{uuid.uuid4().hex[:10]}"
 LIMITS = Limits(cpu_seconds=8, memory_bytes=1 << 30, processes=16, open_files=64, output_bytes=16384)
@@ -209,6 +209,24 @@ def test_host_secrets_and_devices_are_invisible(mode):
     assert f"secret-{MARK}" not in outcome.stdout and secret.name not in outcome.stdout, outcome.stdout
     assert not (shadow.strip() and shadow in outcome.stdout), outcome.stdout
     assert "OPENED" not in outcome.stdout, outcome.stdout
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_directory_holding_the_runtime_is_hidden_but_the_runtime_stays(mode, monkeypatch):
+    """Escape 5 again: with the venv inside the checkout (CI's clone), the checkout stayed listable and readable."""
+    runtime = [Path(p) for p in _runtime_paths()]
+    holder = Path(sys.prefix).resolve().parent
+    kept = {p.relative_to(holder).parts[0] for p in runtime if p.is_relative_to(holder) and p != holder}
+    if holder == Path("/") or not set(os.listdir(holder)) - kept:
+        pytest.skip("the interpreter's directory has no sibling to hide")
+    monkeypatch.setenv(HIDE_ENV, str(holder))
+    body = f"""
+        import os, numpy
+        print("LISTED", sorted(os.listdir({str(holder)!r})))
+    """
+    outcome = _run([_hostile(body, RIGHT)], mode)[0]
+    assert outcome.passed, (outcome.reason, outcome.stderr[-2000:])  # the runtime and site-packages still work
+    assert f"LISTED {sorted(kept)}" in outcome.stdout, outcome.stdout
 
 
 NPROC = """

@@ -43,6 +43,7 @@ import time
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_MOVE, MS_REC = 32, 1024, 2048, 4096, 8192, 16384
 MS_PRIVATE, MS_RELATIME = 1 << 18, 1 << 21
+MNT_DETACH = 2
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
     0x00020000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 4, 38, 24
@@ -798,25 +799,50 @@ def mount_points():
 
 
 def hide(path, keep):
-    """Cover ``path`` with an empty tmpfs (or /dev/null for a file), except the paths in ``keep``."""
-    inside = [k for k in keep if k == path or k.startswith(path.rstrip("/") + "/")]
-    if path in keep or os.path.islink(path):
+    """Cover ``path`` with an empty tmpfs (or /dev/null for a file); the paths in ``keep`` under it stay.
+
+    A directory holding kept paths (the checkout holding its ``.venv``, ``/root`` holding pyenv's Python)
+    is covered whole, and the kept paths are bound back in: its other entries are neither readable nor
+    listed, including files created after the server started.
+    """
+    if path in keep or os.path.islink(path) or not os.path.exists(path):
         return
-    if not inside:
-        try:
-            if os.path.isdir(path):
-                mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
-            elif os.path.exists(path):
-                mount("/dev/null", path, None, MS_BIND)
-        except OSError as err:
-            warn(f"could not hide {path}: {err}")
-        return
+    inside = [k for k in keep if k.startswith(path.rstrip("/") + "/")]
     try:
-        entries = os.listdir(path)
-    except OSError:
+        if not os.path.isdir(path):
+            mount("/dev/null", path, None, MS_BIND)
+            return
+        cover(path, [k for k in inside if not any(k.startswith(o + "/") for o in inside)])
         return
-    for entry in entries:
-        hide(os.path.join(path, entry), inside)
+    except OSError as err:
+        warn(f"could not hide {path}: {err}")
+    if inside:  # second best: cover its entries one by one
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(path):
+                hide(os.path.join(path, entry), inside)
+
+
+def cover(path, inside):
+    """A tmpfs over the directory ``path``, with the paths ``inside`` it bound back (read-only later)."""
+    held = []
+    try:
+        for kept in filter(os.path.exists, inside):  # held open: the only way back once the tmpfs covers them
+            held.append((kept, os.open(kept, os.O_PATH | os.O_CLOEXEC), os.path.isdir(kept)))
+        mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+        try:
+            for kept, fd, is_dir in held:
+                os.makedirs(kept if is_dir else os.path.dirname(kept), 0o755, exist_ok=True)
+                if not is_dir:
+                    open(kept, "a").close()
+                # Recursive: a plain bind of a tree holding mounts locked by the user namespace is refused.
+                mount(f"/proc/self/fd/{fd}", kept, None, MS_BIND | MS_REC)
+        except OSError:
+            # The runtime must stay reachable: uncover (a recursive detach, so binds made go too).
+            call(libc.umount2(path.encode(), MNT_DETACH), f"uncover {path}")
+            raise
+    finally:
+        for _, fd, _ in held:
+            os.close(fd)
 
 
 def minimal_dev(staging):
