@@ -197,3 +197,13 @@ def test_apps_preset_prompt_arms_plan_offline(data_dir, monkeypatch):
     config = load_study(PRESETS / "apps.yaml", ["models=[smollm2-135m]", "arms=[zero-shot]"])
     runs = plan_runs(config, data_dir, check_models=False)
     assert runs[0].dataset.primary_metric == "pass@1" and "passk" in runs[0].dataset.metrics
+
+
+def test_override_reaches_into_datasets_given_by_name_and_replaces_mappings():
+    raw = {**BASE, "datasets": ["humaneval"], "arms": {"lora": {"params": {"r": 8, "alpha": 16}}}}
+    config = validate_study(raw, ["datasets.0.test_split=study-test", "arms.lora.params={r: 2}", "training.lr=1e-4"])
+    assert config.datasets[0].task == "humaneval" and config.datasets[0].test_split == "study-test"
+    assert config.arms["lora"].params == {"r": 2}  # a mapping value replaces the old mapping, it is not merged
+    assert float(config.training["lr"]) == 1e-4
+    with pytest.raises(CodepeftError, match=r"^override datasets\.first: use an index below 1 for this list$"):
+        apply_overrides(raw, ["datasets.first.test_split=x"])

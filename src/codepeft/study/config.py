@@ -1,18 +1,21 @@
 """The study file: models x data sets x arms x seeds, with limits, generation settings and metrics.
 
 A study is read from YAML, then ``key=value`` overrides with dotted keys are applied to the raw
-mapping (``limits.test_size=20``, ``arms.lora.params.r=16``, ``models=[smollm2-135m]``; values are
-parsed as YAML), then the result is validated by ``StudyConfig``. Unknown keys and wrong values
+mapping by OmegaConf (``limits.test_size=20``, ``arms.lora.params.r=16``, ``models=[smollm2-135m]``;
+values are parsed as YAML), then the result is validated by ``StudyConfig``. Unknown keys and wrong values
 are one-line ``CodepeftError``s naming the key. The packaged default study is ``studies/default.yaml``.
 """
 
 from __future__ import annotations
 
+import copy
 from importlib import resources as package_files
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from codepeft.errors import CodepeftError, validation_message
@@ -124,11 +127,7 @@ class StudyConfig(StrictModel):
     @field_validator("datasets", mode="before")
     @classmethod
     def _dataset_names(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list):
-            return [{"task": item} if isinstance(item, str) else item for item in value]
-        return value
+        return _dataset_mappings([value] if isinstance(value, str) else value)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -244,47 +243,47 @@ def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each dotted key in (a copy of) the raw study mapping; list items are addressed by index."""
-    import copy
+    """Set each dotted key in (a copy of) the raw study mapping with OmegaConf; list items are addressed by index.
 
-    data = copy.deepcopy(raw)
-    if "arms" in data:
-        try:
+    ``OmegaConf.update`` is what ``merge_with_dotlist`` applies per item; it is called one override at a
+    time so a failure names its override. ``merge=False``: a mapping value replaces the old one, as documented.
+    """
+    data = dict(raw)
+    try:
+        if "arms" in data:
             data["arms"] = _normalize_arms(data["arms"])
-        except ValueError as err:
-            raise CodepeftError(f"arms: {err}") from None
-    for path, value in parse_overrides(overrides):
-        node: Any = data
-        for depth, part in enumerate(path[:-1]):
-            where = ".".join(path[: depth + 1])
-            if isinstance(node, list):
-                node = _list_item(node, part, where)
-            elif isinstance(node, dict):
-                if node.get(part) is None:
-                    node[part] = {}
-                node = node[part]
-            else:
-                raise CodepeftError(f"override {'.'.join(path)}: {where} is a value, not a mapping")
-        last = path[-1]
-        if isinstance(node, list):
-            index = int(last) if last.isdigit() else None
-            if index is None or index >= len(node):
-                raise CodepeftError(f"override {'.'.join(path)}: no item {last} in a list of {len(node)}")
-            node[index] = value
-        elif isinstance(node, dict):
-            node[last] = value
-        else:
-            raise CodepeftError(f"override {'.'.join(path)}: its parent is a value, not a mapping")
-    return data
+        if "datasets" in data:  # datasets: [conala] -> datasets.0.test_split=... needs a mapping
+            data["datasets"] = _dataset_mappings(data["datasets"])
+    except ValueError as err:
+        raise CodepeftError(f"arms: {err}") from None
+    parsed = parse_overrides(overrides)
+    if not parsed:
+        return copy.deepcopy(data)
+    # allow_objects: a YAML file may hold values OmegaConf has no node type for (dates)
+    config = OmegaConf.create(data, flags={"allow_objects": True})
+    for path, value in parsed:
+        try:
+            OmegaConf.update(config, ".".join(path), value, merge=False)
+        except (OmegaConfBaseException, ValueError, TypeError) as err:
+            raise CodepeftError(_override_error(config, path, err)) from None
+    return OmegaConf.to_container(config)  # type: ignore[return-value]  # a mapping in, a mapping out
 
 
-def _list_item(node: list[Any], part: str, where: str) -> Any:
-    if not part.isdigit() or int(part) >= len(node):
-        raise CodepeftError(f"override {where}: use an index below {len(node)} for this list")
-    index = int(part)
-    if isinstance(node[index], str):  # datasets: [conala] -> datasets.0.test_split=... needs a mapping
-        node[index] = {"task": node[index]}
-    return node[index]
+def _override_error(config: DictConfig, path: list[str], err: Exception) -> str:
+    """One line naming the override; a bad list index says which indexes the list has."""
+    for depth in range(1, len(path)):
+        node = OmegaConf.select(config, ".".join(path[:depth]), throw_on_missing=False)
+        part = path[depth]
+        if isinstance(node, ListConfig) and (not part.isdigit() or int(part) >= len(node)):
+            return f"override {'.'.join(path[: depth + 1])}: use an index below {len(node)} for this list"
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"override {'.'.join(path)}: {reason}: check the key against docs/study.md"
+
+
+def _dataset_mappings(value: Any) -> Any:
+    if isinstance(value, list):
+        return [{"task": item} if isinstance(item, str) else item for item in value]
+    return value
 
 
 def default_study_text() -> str:
