@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
 import typer
 from pydantic import ValidationError
@@ -14,6 +15,11 @@ from codepeft.cli.app import app, console, out
 from codepeft.cli.data import DataOptions, parse_options, reject_data_options_as_params
 from codepeft.cli.evaluate import parse_params
 from codepeft.errors import CodepeftError, validation_message
+
+#: documented short flags of TrainSettings fields (docs/training.md)
+SHORT_FLAGS = {"early_stopping_patience": "--patience"}
+#: settings the command declares itself: their defaults are not None (``--resume`` is on unless ``--no-resume``)
+DECLARED = {"resume", "force"}
 
 
 def build_train_settings(**fields: object) -> object:
@@ -26,7 +32,32 @@ def build_train_settings(**fields: object) -> object:
             from None
 
 
-@app.command()
+def _option_type(annotation: Any) -> type:
+    """int/float/bool as themselves; anything else (Literal, str) is read as text and checked by pydantic."""
+    kinds = [arg for arg in (get_args(annotation) or (annotation,)) if arg is not type(None)]
+    return kinds[0] if len(kinds) == 1 and kinds[0] in (int, float, bool) else str
+
+
+def settings_options() -> list[inspect.Parameter]:
+    """One ``--flag`` per ``TrainSettings`` field (help: its description), so a new field needs no CLI edit.
+
+    Every default is None: only the flags given reach ``TrainSettings``, whose defaults fill the rest.
+    """
+    from codepeft.training.settings import TrainSettings
+
+    options = []
+    for name, field in TrainSettings.model_fields.items():
+        if name in DECLARED:
+            continue
+        kind, flag = _option_type(field.annotation), "--" + name.replace("_", "-")
+        flags = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag, *filter(None, [SHORT_FLAGS.get(name)])]
+        option = typer.Option(*flags, help=field.description or name.replace("_", " "),
+                              rich_help_panel="Training settings")
+        options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                         annotation=Annotated[kind | None, option]))
+    return options
+
+
 def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="run directory (adapter/, checkpoints/, costs.json)")],
     model: Annotated[str, typer.Option("--model", "-m", help="smollm2-135m, a model directory, .gguf or hub id")] =
@@ -35,38 +66,20 @@ def train(
         "--dataset", "-d", help="data set NAME or NAME:WEIGHT (repeat to train on several, mixed by weight)")] = None,
     method: Annotated[str, typer.Option(help="train method (see `codepeft methods`)")] = "lora",
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="method hyperparameter KEY=VALUE")] = None,
-    epochs: Annotated[float | None, typer.Option(help="the budget: passes over the training data (default 1)")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="cap on optimizer steps (the budget is --epochs)")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="examples per micro-step, all processes together")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="micro-steps per optimizer step")] = None,
-    max_length: Annotated[int | None, typer.Option(help="tokens per example (prompt + target)")] = None,
-    batching: Annotated[str | None, typer.Option(help="packed | grouped | dynamic | fixed")] = None,
-    eval_every: Annotated[int | None, typer.Option(help="steps between validations (default 4 per epoch)")] = None,
-    patience: Annotated[int | None, typer.Option(help="early stopping: validations without improvement")] = None,
-    train_limit: Annotated[int | None, typer.Option(help="first N training examples per data set")] = None,
-    val_limit: Annotated[int | None, typer.Option(help="validation examples per data set")] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
-    gradient_checkpointing: Annotated[bool, typer.Option(help="trade compute for memory")] = False,
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --output")] = True,
     force: Annotated[bool, typer.Option(help="retrain over a finished run in --output")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="local data sets (default $CODEPEFT_DATA_DIR)")] = None,
     data_option: DataOptions = None,
     setting: Annotated[list[str] | None, typer.Option(
-        "--set", help="any other training setting KEY=VALUE, e.g. pack_row_tokens=256, packed_attention=masked, "
+        "--set", help="any training setting KEY=VALUE, e.g. pack_row_tokens=256, packed_attention=masked, "
         "fast_dropout=false (see TrainSettings)")] = None,
+    **options: Any,
 ) -> None:
     """Train an adapter (or the full model) on data sets' training splits; keeps the best by validation loss."""
     from codepeft.training import train as run_training
     from codepeft.training.convergence import convergence
 
-    named = dict(
-        epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
-        batching=batching, eval_every=eval_every, early_stopping_patience=patience, train_limit=train_limit,
-        val_limit=val_limit, seed=seed, dtype=dtype, threads=threads,
-        gradient_checkpointing=gradient_checkpointing or None, resume=resume, force=force or None,
-    )
+    named = {**options, "resume": resume, "force": force or None}
     for key, value in parse_params(setting).items():
         if named.get(key) is not None:
             raise CodepeftError(f"--set {key}= repeats an option given already: give it once")
@@ -86,6 +99,13 @@ def train(
                           else [(0, result.initial_val_loss), *result.val_losses])
     console.print(("converged: " if verdict.converged else "[yellow]not converged[/]: ") + verdict.reason)
     out.print(str(result.adapter_dir))
+
+
+# typer reads the signature: the declared parameters, then one option per TrainSettings field
+_declared = [p for p in inspect.signature(train, eval_str=True).parameters.values()
+             if p.kind is not inspect.Parameter.VAR_KEYWORD]
+train.__signature__ = inspect.Signature([*_declared, *settings_options()])  # type: ignore[attr-defined]
+app.command()(train)
 
 
 @app.command()

@@ -43,11 +43,11 @@ class TrainSettings(BaseModel):
         "masked is transformers' block-diagonal mask over the whole row (T^2 scores)",
     )
     eval_every: int | None = Field(None, gt=0, description="optimizer steps between validations (default: 4 per epoch)")
-    evals_per_epoch: int = Field(4, ge=1)
+    evals_per_epoch: int = Field(4, ge=1, description="validations per epoch when eval_every is not set")
     early_stopping_patience: int | None = Field(
         None, ge=1, description="stop after this many validations without improvement"
     )
-    seed: int = 0
+    seed: int = Field(0, description="random seed (data order, dropout, initialisation)")
     train_limit: int | None = Field(None, ge=1, description="use only the first N training examples of each data set")
     val_limit: int | None = Field(200, ge=1, description="validation examples per data set (None: all)")
     val_fraction: float = Field(
@@ -55,8 +55,10 @@ class TrainSettings(BaseModel):
     )
     dtype: str = Field("auto", description="base weights: auto (bf16 where the CPU/GPU has it), float32, bfloat16")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: every CPU this process may use)")
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    gradient_checkpointing: bool = False
+    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping norm (None: no clipping)")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: trade compute for memory"
+    )
     bf16_adapters: bool = Field(
         True,
         description="compute LoRA adapters in bf16 (autocast; the fp32 adapter weights stay the optimizer's master "
@@ -85,6 +87,6 @@ class TrainSettings(BaseModel):
         "activation every step); process-wide, the peak memory is unchanged",
     )
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept for resuming")
-    log_every: int = Field(10, ge=1)
+    log_every: int = Field(10, ge=1, description="optimizer steps between training-loss lines in train_log.jsonl")
     resume: bool = Field(True, description="continue from the last checkpoint in the output directory")
     force: bool = Field(False, description="retrain over a finished run in the output directory")
