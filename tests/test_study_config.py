@@ -207,3 +207,20 @@ def test_override_reaches_into_datasets_given_by_name_and_replaces_mappings():
     assert float(config.training["lr"]) == 1e-4
     with pytest.raises(CodepeftError, match=r"^override datasets\.first: use an index below 1 for this list$"):
         apply_overrides(raw, ["datasets.first.test_split=x"])
+
+
+def test_planned_method_params_are_validated_once_and_passed_as_objects(data_dir, monkeypatch):
+    import codepeft.training
+    from codepeft.methods import get_method
+    from codepeft.study.engines import train_arm
+
+    config = load_study(PRESETS / "conala.yaml", ["models=[smollm2-135m]", "arms=[lora]", "arms.lora.params.r=4"])
+    (spec,) = plan_runs(config, data_dir, check_models=False)
+    lora = get_method("lora")
+    assert isinstance(spec.params, lora.Params) and spec.params.r == 4
+    assert lora.params(spec.params) is spec.params  # validated parameters are taken as they are
+    seen = []
+    monkeypatch.setattr(codepeft.training, "train", lambda *args, **kwargs: seen.append(args))
+    train_arm(spec, data_dir / "unused", data_dir)
+    assert seen[0][3] is spec.params and seen[0][5] is spec.training  # objects, no dict round trip
+    assert spec.key["params"]["r"] == 4  # the run key still holds plain JSON

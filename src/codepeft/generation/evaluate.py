@@ -20,7 +20,7 @@ from codepeft.generation.backends import BackendChoice, choose_backend
 from codepeft.generation.generate import Generated, generate, stop_strings
 from codepeft.generation.settings import GenerationSettings
 from codepeft.generation.vllm_backend import load_for_backend
-from codepeft.methods import get_method
+from codepeft.methods import MethodParams, get_method
 from codepeft.methods.prompting import build_prompts
 from codepeft.models import LoadedModel, attach_adapter
 from codepeft.provenance import environment
@@ -126,7 +126,7 @@ def evaluate(
     *,
     split: str = "test",
     method: str = "zero-shot",
-    method_params: dict[str, Any] | None = None,
+    method_params: dict[str, Any] | MethodParams | None = None,
     settings: GenerationSettings | None = None,
     run_dir: Path | str,
     limit: int | None = None,

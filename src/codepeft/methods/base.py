@@ -29,8 +29,13 @@ class Method:
     description: ClassVar[str] = ""
     Params: ClassVar[type[MethodParams]] = MethodParams
 
-    def params(self, overrides: dict[str, Any] | None = None) -> MethodParams:
-        """Defaults updated by ``overrides``; a wrong key or value is a one-line error."""
+    def params(self, overrides: dict[str, Any] | MethodParams | None = None) -> MethodParams:
+        """Defaults updated by ``overrides``; a wrong key or value is a one-line error.
+
+        Parameters validated already (a study plans them once) are taken as they are.
+        """
+        if isinstance(overrides, self.Params):
+            return overrides
         try:
             return self.Params(**(overrides or {}))
         except ValidationError as err:

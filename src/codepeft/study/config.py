@@ -248,20 +248,15 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     ``OmegaConf.update`` is what ``merge_with_dotlist`` applies per item; it is called one override at a
     time so a failure names its override. ``merge=False``: a mapping value replaces the old one, as documented.
     """
-    data = dict(raw)
-    try:
-        if "arms" in data:
-            data["arms"] = _normalize_arms(data["arms"])
-        if "datasets" in data:  # datasets: [conala] -> datasets.0.test_split=... needs a mapping
-            data["datasets"] = _dataset_mappings(data["datasets"])
-    except ValueError as err:
-        raise CodepeftError(f"arms: {err}") from None
+    data = {key: _list_forms(key, value) for key, value in raw.items()}
     parsed = parse_overrides(overrides)
     if not parsed:
         return copy.deepcopy(data)
     # allow_objects: a YAML file may hold values OmegaConf has no node type for (dates)
     config = OmegaConf.create(data, flags={"allow_objects": True})
     for path, value in parsed:
+        if len(path) == 1:  # arms=[zero-shot,lora] then arms.lora.params.r=4 needs the mapping form
+            value = _list_forms(path[0], value)
         try:
             OmegaConf.update(config, ".".join(path), value, merge=False)
         except (OmegaConfBaseException, ValueError, TypeError) as err:
@@ -278,6 +273,17 @@ def _override_error(config: DictConfig, path: list[str], err: Exception) -> str:
             return f"override {'.'.join(path[: depth + 1])}: use an index below {len(node)} for this list"
     reason = str(err).splitlines()[0] if str(err) else type(err).__name__
     return f"override {'.'.join(path)}: {reason}: check the key against docs/study.md"
+
+
+def _list_forms(key: str, value: Any) -> Any:
+    """Arms and data sets given by name in the mapping form that dotted keys reach into."""
+    try:
+        if key == "arms":
+            return _normalize_arms(value)
+    except ValueError as err:
+        raise CodepeftError(f"arms: {err}") from None
+    # datasets: [conala] -> datasets.0.test_split=... needs a mapping
+    return _dataset_mappings(value) if key == "datasets" else value
 
 
 def _dataset_mappings(value: Any) -> Any:

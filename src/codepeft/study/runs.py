@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from codepeft.data.base import Task
 from codepeft.errors import CodepeftError, validation_message
 from codepeft.generation.settings import GenerationSettings
+from codepeft.methods.base import MethodParams
 from codepeft.provenance import sha256_json
 from codepeft.rundir import read_json, write_json
 from codepeft.study.config import DatasetSpec, StudyConfig
@@ -52,7 +53,7 @@ class RunSpec:
     arm: str
     method: str
     kind: Literal["prompt", "train"]
-    params: dict[str, Any]
+    params: MethodParams  #: validated once, at planning, like ``training``
     training: TrainSettings | None  #: validated once, at planning; passed to ``train`` as it is
     generation: GenerationSettings
     seed: int
@@ -102,7 +103,7 @@ def run_key(spec: RunSpec) -> dict[str, Any]:
         "dataset": {"task": dataset.task, "options": dataset.options, "test_split": dataset.test_split,
                     "test_checksum": spec.dataset.checksums.get(dataset.test_split)},
         "method": spec.method,
-        "params": spec.params,
+        "params": spec.params.model_dump(mode="json"),
         "generation": spec.generation.model_dump(mode="json"),
         "seed": spec.seed,
         "test_size": spec.test_size,
@@ -183,11 +184,11 @@ def plan_runs(config: StudyConfig, data_dir: Path | None = None, check_models: b
     """Every run of the study, validated; a wrong arm, model or data set is a one-line error here."""
     from codepeft.methods import get_method
 
-    methods: dict[str, tuple[Any, dict[str, Any]]] = {}
+    methods: dict[str, tuple[Any, MethodParams]] = {}
     for arm, arm_spec in config.arms.items():
         method = get_method(config.method_of(arm))
         try:
-            params = method.params(arm_spec.params).model_dump(mode="json")
+            params = method.params(arm_spec.params)
         except CodepeftError as err:
             raise CodepeftError(f"arms.{arm}.params: {err}") from None
         if method.kind == "prompt" and arm_spec.train:
@@ -211,7 +212,7 @@ def plan_runs(config: StudyConfig, data_dir: Path | None = None, check_models: b
                     training = _training(config, arm, seed) if method.kind == "train" else None
                     if "seed" in method.Params.model_fields and "seed" not in config.arms[arm].params:
                         # a seeded prompt method (ICL's random draw) follows the study's seed
-                        params = method.params({**config.arms[arm].params, "seed": seed}).model_dump(mode="json")
+                        params = method.params({**config.arms[arm].params, "seed": seed})
                     spec = RunSpec(model, dataset, arm, method.name, method.kind, params, training,
                                    config.generation_for(arm, seed), seed, config.limits.test_size)
                     spec.key = run_key(spec)

@@ -42,7 +42,7 @@ def open_tracker(kind: str, study_dir: Path, study_name: str) -> Tracker | None:
 def run_payload(spec: Any, run_dir: Path) -> tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]:
     """(params, final metrics, training log lines) of a finished run, read from its directory."""
     params = {"model": spec.model, "dataset": spec.dataset.spec.task, "arm": spec.arm, "method": spec.method,
-              "seed": spec.seed, **{f"param.{k}": v for k, v in spec.params.items()}}
+              "seed": spec.seed, **{f"param.{k}": v for k, v in spec.params.model_dump(mode="json").items()}}
     metrics: dict[str, float] = {}
     metrics_path = run_dir / "eval" / "metrics.json"
     if metrics_path.exists():

@@ -21,7 +21,7 @@ from typing import Any
 from codepeft.data import get_task
 from codepeft.errors import CodepeftError
 from codepeft.home import default_data_dir
-from codepeft.methods import get_method
+from codepeft.methods import MethodParams, get_method
 from codepeft.models import load_model
 from codepeft.models.adapters import save_adapter
 from codepeft.provenance import environment
@@ -133,8 +133,9 @@ def _split_examples(task: Any, settings: TrainSettings) -> tuple[list[Any], list
 class _Run:
     """State of one training run (kept in one place so the loop below reads top to bottom)."""
 
-    def __init__(self, model: str, sources: list[tuple[str, float]], method: str, params: dict[str, Any] | None,
-                 output_dir: Path, settings: TrainSettings, data_dir: Path | None,
+    def __init__(self, model: str, sources: list[tuple[str, float]], method: str,
+                 params: dict[str, Any] | MethodParams | None, output_dir: Path, settings: TrainSettings,
+                 data_dir: Path | None,
                  data_options: dict[str, Any] | None = None) -> None:
         self.method = get_method(method)
         if self.method.kind != "train":
@@ -175,7 +176,7 @@ def train(
     model: str,
     data: list[str | tuple[str, float]] | str,
     method: str = "lora",
-    params: dict[str, Any] | None = None,
+    params: dict[str, Any] | MethodParams | None = None,
     output_dir: Path | str = "runs/train",
     settings: TrainSettings | None = None,
     data_dir: Path | str | None = None,
