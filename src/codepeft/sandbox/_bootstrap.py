@@ -473,11 +473,25 @@ def enter_namespaces():
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def private_mounts(request):
-    """In the init: fresh, size-limited /tmp (holding the work directory) and /dev/shm; /proc covered."""
+def private_mounts(request, runtime=()):
+    """In the init: fresh, size-limited /tmp (holding the work directory) and /dev/shm; /proc covered.
+
+    A Python runtime living under /tmp (a checkout cloned there, with its .venv) is bound back read-only,
+    or the program could not even start its interpreter's imports.
+    """
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     size = request["workdir_bytes"]
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
+    under_tmp = [p for p in runtime if p.startswith("/tmp/") and os.path.exists(p)]
+    held = [(p, os.open(p, os.O_PATH | os.O_CLOEXEC)) for p in under_tmp]
+    try:
+        mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
+        for path, fd in held:
+            os.makedirs(path, 0o755, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    finally:
+        for _, fd in held:
+            os.close(fd)
     if os.path.isdir("/dev/shm"):
         mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={size},mode=1777")
     # A fresh procfs is refused under bubblewrap's masked one; an empty read-only /proc hides the server's.
@@ -537,7 +551,7 @@ def init_process(request, config, parent, notice_fd):
     workdir = WORKDIR if isolated else request["host_workdir"]
     if isolated:
         try:
-            private_mounts(request)
+            private_mounts(request, config.get("runtime", ()))
         except OSError as err:
             notice(notice_fd, f"filesystem not private: {err}")
     write_files(workdir, request)

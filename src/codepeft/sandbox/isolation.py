@@ -156,7 +156,8 @@ def _bubblewrap_prefix() -> list[str]:
                     "--cap-add", "CAP_SETPCAP"]
     else:
         command += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL"]
-    command += [*_bind_arguments(), "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
+    # /tmp first: a runtime living under it (a checkout cloned into /tmp) is then bound on top, not covered.
+    command += ["--tmpfs", "/tmp", *_bind_arguments(), "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm",
                 "--chdir", "/"]
     if root:
         command += [shutil.which("setpriv") or "setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}",
@@ -174,7 +175,7 @@ def _hidden_paths() -> list[str]:
 def server_command(mode: Mode, spec_fd: int) -> list[str]:
     """The command line of a sandbox server (see ``_bootstrap.py``); tests reach it on ``spec_fd``."""
     site_packages = [p for p in site.getsitepackages() if Path(p).is_dir()]
-    config = {"mode": mode, "spec_fd": spec_fd, "site_packages": site_packages}
+    config = {"mode": mode, "spec_fd": spec_fd, "site_packages": site_packages, "runtime": _runtime_paths()}
     if mode == "namespaces":
         config.update(hide=_hidden_paths(), keep=_runtime_paths(), staging="/tmp")
     server = [sys.executable, "-I", "-S", "-c", BOOTSTRAP.read_text(encoding="utf-8"), json.dumps(config)]
