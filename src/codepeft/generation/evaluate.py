@@ -163,11 +163,7 @@ def evaluate(
             progress(len(queries), len(queries))
         return run_dir
 
-    if isinstance(model, LoadedModel):
-        loaded = model if adapter is None else attach_adapter(model, adapter, merge=False)
-        backend = choose_backend(settings.backend, loaded.identity)
-    else:
-        loaded, backend = load_for_backend(model, settings.backend, dtype=dtype, adapter=adapter, threads=threads)
+    loaded, backend = _load_for_run(model, adapter, settings, dtype, threads)
     pool, checksums = _pool_and_checksums(task_obj, task_spec, split, None if zero_shot else pool_split)
     budget = loaded.context_length - settings.max_new_tokens
     if budget < 1:
@@ -180,13 +176,35 @@ def evaluate(
     selected = {q.id: d for q, d in zip(queries, demonstrations, strict=True)}
     prompts = build_prompts(task_obj, todo, [selected[q.id] for q in todo], loaded.tokenizer, loaded.style, budget)
 
-    config = {
-        "request": request,
-        "model": loaded.identity,
+    _write_config(run_dir, request, loaded, backend, settings, budget, checksums, {
         "task": {"name": task_obj.name, "spec": task_spec, "split": split, "examples": len(queries),
                  "options": task_obj.options},
         "method": {"name": method, "kind": arm.kind, "params": params.model_dump(mode="json"),
                    "pool_split": None if zero_shot else pool_split},
+    })
+    _generate_missing(loaded, task_obj, todo, prompts, settings, run_dir, (len(done), len(queries)), progress,
+                      backend)
+    _in_query_order(run_dir, ids)
+    return run_dir
+
+
+def _load_for_run(model: str | LoadedModel, adapter: str | Path | None, settings: GenerationSettings,
+                  dtype: str, threads: int | None) -> tuple[LoadedModel, Any]:
+    """The model (with its adapter) and the generation backend that will run it."""
+    if isinstance(model, LoadedModel):
+        loaded = model if adapter is None else attach_adapter(model, adapter, merge=False)
+        return loaded, choose_backend(settings.backend, loaded.identity)
+    return load_for_backend(model, settings.backend, dtype=dtype, adapter=adapter, threads=threads)
+
+
+def _write_config(run_dir: Path, request: dict[str, Any], loaded: LoadedModel, backend: Any,
+                  settings: GenerationSettings, budget: int, checksums: dict[str, str],
+                  task_and_method: dict[str, Any]) -> None:
+    """config.json (the full resolved run) and environment.json (versions, machine, seed, backend)."""
+    config = {
+        "request": request,
+        "model": loaded.identity,
+        **task_and_method,
         "generation": settings.model_dump(),
         "backend": backend.record(),
         "stops": stop_strings(loaded, settings),
@@ -198,11 +216,6 @@ def evaluate(
     write_json(run_dir / CONFIG, config)
     write_json(run_dir / ENVIRONMENT, {**environment(seed=settings.seed, data_checksums=checksums),
                                        "generation_backend": backend.record()})
-
-    _generate_missing(loaded, task_obj, todo, prompts, settings, run_dir, (len(done), len(queries)), progress,
-                      backend)
-    _in_query_order(run_dir, ids)
-    return run_dir
 
 
 def _pool_and_checksums(task: Task, task_spec: str, split: str,

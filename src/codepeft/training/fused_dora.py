@@ -38,7 +38,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from codepeft.training.fused_lora import _dropout_probability, _linear, drop_positions, pack_weight, unverified_versions
+from codepeft.training.fused_lora import (
+    _dropout_probability,
+    _linear,
+    drop_positions,
+    fusable_adapter,
+    pack_weight,
+    plain_adapter_layer,
+    unverified_versions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,21 +165,14 @@ def _fusable(layer: torch.nn.Module) -> bool:
     name = adapters[0]
     if not isinstance(layer.lora_magnitude_vector[name], DoraLinearLayer):
         return False
-    base = layer.base_layer
-    return (type(base) is torch.nn.Linear and not base.weight.requires_grad
-            and layer.lora_A[name].bias is None and layer.lora_B[name].bias is None
-            and _dropout_probability(layer.lora_dropout[name]) is not None)
+    return plain_adapter_layer(layer, name)
 
 
 def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    names = [name for name in self.active_adapters if name in self.lora_A]
-    base = self.base_layer
-    device = x.device.type
-    other_autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) != base.weight.dtype
-    if (args or kwargs or self.disable_adapters or self.merged or len(names) != 1 or x.dtype != base.weight.dtype
-            or other_autocast):
+    name = fusable_adapter(self, x, args, kwargs)
+    if name is None:
         return type(self).forward(self, x, *args, **kwargs)
-    name = names[0]
+    base = self.base_layer
     state = self.__dict__[STATE]
     lora_a, lora_b = self.lora_A[name].weight, self.lora_B[name].weight
     scaling = float(self.scaling[name])

@@ -166,22 +166,34 @@ def _fusable(layer: torch.nn.Module) -> bool:
     adapters = [name for name in layer.active_adapters if name in layer.lora_A]
     if len(adapters) != 1 or adapters[0] in layer.lora_variant:  # DoRA and other variants keep peft's forward
         return False
-    name = adapters[0]
+    return plain_adapter_layer(layer, adapters[0])
+
+
+def plain_adapter_layer(layer: Any, name: str) -> bool:
+    """A frozen plain ``nn.Linear`` base, bias-free adapter matrices and a dropout we can draw ourselves."""
     base = layer.base_layer
     return (type(base) is torch.nn.Linear and not base.weight.requires_grad
             and layer.lora_A[name].bias is None and layer.lora_B[name].bias is None
             and _dropout_probability(layer.lora_dropout[name]) is not None)
 
 
-def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    names = [name for name in self.active_adapters if name in self.lora_A]
-    base = self.base_layer
+def fusable_adapter(layer: Any, x: torch.Tensor, args: tuple, kwargs: dict) -> str | None:
+    """The one active adapter a fused forward can run for this call, or None (then peft's forward runs)."""
+    names = [name for name in layer.active_adapters if name in layer.lora_A]
+    weight_dtype = layer.base_layer.weight.dtype
     device = x.device.type
-    other_autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) != base.weight.dtype
-    if (args or kwargs or self.disable_adapters or self.merged or len(names) != 1 or x.dtype != base.weight.dtype
+    other_autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) != weight_dtype
+    if (args or kwargs or layer.disable_adapters or layer.merged or len(names) != 1 or x.dtype != weight_dtype
             or other_autocast):
+        return None
+    return names[0]
+
+
+def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    name = fusable_adapter(self, x, args, kwargs)
+    if name is None:
         return type(self).forward(self, x, *args, **kwargs)
-    name = names[0]
+    base = self.base_layer
     p = _dropout_probability(self.lora_dropout[name]) or 0.0
     dropped, keep_scale = None, 1.0
     if self.training and p > 0:
