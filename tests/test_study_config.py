@@ -184,12 +184,21 @@ def test_presets_are_valid_studies(name):
         get_method(config.method_of(arm)).params(spec.params)  # every arm's parameters validate
 
 
+def test_mbpp_replication_plans_the_whole_test_split(data_dir):
+    config = load_study(PRESETS / "mbpp.yaml")
+    runs = plan_runs(config, data_dir, check_models=False)
+    assert {r.arm for r in runs} == {"zero-shot", "icl", "rag", "lora", "ia3", "qlora-8bit"}
+    assert all(r.dataset.primary_metric == "pass@1" and r.generation.n == 10 for r in runs)
+    assert runs[0].dataset.test_count == 500
+
+
 @pytest.mark.parametrize("name", ["conala", "codealpacapy"])
 def test_presets_plan_on_the_local_data_with_a_swapped_model(name, data_dir):
     config = load_study(PRESETS / f"{name}.yaml", ["models=[smollm2-135m]"])
     runs = plan_runs(config, data_dir, check_models=False)
-    assert len(runs) == len(config.arms) and {r.model for r in runs} == {"smollm2-135m"}
-    assert all(r.dataset.metrics == ["em", "codebleu"] for r in runs)
+    assert len(runs) == sum(len(config.seeds_for(arm)) for arm in config.arms)
+    assert {r.model for r in runs} == {"smollm2-135m"}
+    assert all(r.dataset.metrics == config.metrics for r in runs)
 
 
 def test_apps_preset_prompt_arms_plan_offline(data_dir, monkeypatch):
@@ -224,3 +233,14 @@ def test_planned_method_params_are_validated_once_and_passed_as_objects(data_dir
     train_arm(spec, data_dir / "unused", data_dir)
     assert seen[0][3] is spec.params and seen[0][5] is spec.training  # objects, no dict round trip
     assert spec.key["params"]["r"] == 4  # the run key still holds plain JSON
+
+
+def test_an_arm_may_run_more_seeds_than_the_study():
+    plain = {r.arm: r.run_id for r in plan_runs(validate_study(BASE, []), check_models=False)}
+    config = validate_study(BASE, ["arms.lora.seeds=[0,1,2]"])
+    runs = plan_runs(config, check_models=False)
+    assert sorted((r.arm, r.seed) for r in runs) == [("lora", 0), ("lora", 1), ("lora", 2), ("zero-shot", 0)]
+    # the seed the study shares keeps its run: adding seeds to an arm reuses what was run
+    assert {r.arm: r.run_id for r in runs if r.seed == 0} == plain
+    with pytest.raises(CodepeftError, match="same seed twice"):
+        validate_study(BASE, ["arms.lora.seeds=[1,1]"])

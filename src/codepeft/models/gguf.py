@@ -86,13 +86,16 @@ def convert_gguf(gguf_path: Path, target: Path, *, chat_template: str | None = N
 
 
 def _write_conversion(gguf_path: Path, target: Path, chat_template: str | None) -> None:
+    import contextlib
+    import io
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        # fp32 keeps the dequantised weights exact (bf16 would round them a second time).
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+        # transformers' GGUF reader draws a plain tqdm bar on stderr that no logging switch turns off
+        with contextlib.redirect_stderr(io.StringIO()):
+            tokenizer, model = _read_gguf(gguf_path, AutoTokenizer, AutoModelForCausalLM, torch.float32)
     except ImportError as err:
         raise CodepeftError(f"reading {gguf_path.name} needs the 'gguf' package: pip install gguf ({err})") from None
     except (ValueError, OSError, KeyError) as err:
@@ -106,6 +109,13 @@ def _write_conversion(gguf_path: Path, target: Path, chat_template: str | None) 
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "codepeft_source.txt").write_text(f"converted from {gguf_path}\n")
+
+
+def _read_gguf(gguf_path: Path, tokenizer_class, model_class, dtype):
+    tokenizer = tokenizer_class.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # fp32 keeps the dequantised weights exact (bf16 would round them a second time).
+    model = model_class.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=dtype)
+    return tokenizer, model
 
 
 def _without_quantizer(model):

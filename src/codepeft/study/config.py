@@ -57,6 +57,20 @@ class ArmSpec(StrictModel):
     generation: dict[str, Any] = Field(default_factory=dict, description="generation settings for this arm only")
     resources: dict[str, Any] = Field(
         default_factory=dict, description="what one run of this arm asks of a Ray cluster (overrides the study's)")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="this arm's seeds (None: the study's); e.g. more seeds for a noisy arm")
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _one_seed(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) else value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("seeds lists the same seed twice")
+        return value
 
 
 class Resources(StrictModel):
@@ -168,6 +182,14 @@ class StudyConfig(StrictModel):
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds lists the same seed twice")
         return self
+
+    def seeds_for(self, arm: str) -> list[int]:
+        """The arm's own seeds when it lists them, else the study's."""
+        return self.arms[arm].seeds or self.seeds
+
+    def all_seeds(self) -> list[int]:
+        """Every seed some arm runs with, in first-seen order (the study's first)."""
+        return list(dict.fromkeys([*self.seeds, *(s for arm in self.arms for s in self.seeds_for(arm))]))
 
     def method_of(self, arm: str) -> str:
         return self.arms[arm].method or arm

@@ -194,7 +194,7 @@ def plan_runs(config: StudyConfig, data_dir: Path | None = None, check_models: b
         if method.kind == "prompt" and arm_spec.train:
             raise CodepeftError(f"arms.{arm}.train: {method.name!r} is a prompt method and trains nothing: remove it")
         methods[arm] = (method, params)
-        for seed in config.seeds:
+        for seed in config.seeds_for(arm):
             config.generation_for(arm, seed)  # validates the arm's generation settings early
     kinds = {m.kind for m, _ in methods.values()}
     needs_pool = any(m.kind == "prompt" and m.name != "zero-shot" for m, _ in methods.values())
@@ -207,8 +207,10 @@ def plan_runs(config: StudyConfig, data_dir: Path | None = None, check_models: b
     runs: list[RunSpec] = []
     for model in config.models:
         for dataset in datasets:
-            for seed in config.seeds:
+            for seed in config.all_seeds():
                 for arm, (method, params) in methods.items():
+                    if seed not in config.seeds_for(arm):
+                        continue
                     training = _training(config, arm, seed) if method.kind == "train" else None
                     if "seed" in method.Params.model_fields and "seed" not in config.arms[arm].params:
                         # a seeded prompt method (ICL's random draw) follows the study's seed
