@@ -2,16 +2,16 @@
 
 vLLM pins its own torch/transformers, so it lives in a virtual environment of its own
 (``.venv-vllm``) and this file is its only contact with codepeft: it imports nothing but the
-standard library and vLLM. It reads one JSON request (path given as the first argument): the model
-directory, dtype, prompt token ids (tokenized by codepeft with the same tokenizer as the
-transformers path) and the decoding settings. For a prompt-tuning adapter the request also names a
-safetensors file holding each prompt's embeddings (key: the prompt's index), which are fed to the
-engine instead of the token ids. It writes one JSON line per chunk of prompts to stdout,
+standard library and vLLM (and safetensors, which vLLM installs). It reads one JSON request (path
+given as the first argument): the model directory, dtype, prompt token ids (tokenized by codepeft
+with the same tokenizer as the transformers path) and the decoding settings. For a prompt-tuning
+adapter the request also names a safetensors file holding each prompt's embeddings (key: the
+prompt's index), which are fed to the engine instead of the token ids. It writes one JSON line per
+chunk of prompts to stdout,
 ``{"indices": [i, ...], "tokens": [[[ids of candidate 1], ...], ...], "seconds": s}``, so the caller
 can save progress, after a first ``{"ready": true, "startup_seconds": s}`` and before a last
 ``{"done": true}``. Decoding the ids into text, trimming at EOS and cutting at stop strings stay in
-codepeft, so both backends share them. vLLM's own logs go
-to stderr.
+codepeft, so both backends share them. vLLM's own logs go to stderr.
 """
 
 from __future__ import annotations
