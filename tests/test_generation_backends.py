@@ -16,7 +16,7 @@ from codepeft.errors import CodepeftError
 from codepeft.generation import GenerationSettings, evaluate, generate
 from codepeft.generation.backends import choose_backend, vllm_installed, vllm_python
 from codepeft.generation.records import read_generations
-from codepeft.generation.vllm_backend import prompt_seed
+from codepeft.generation.vllm_backend import load_for_backend, prompt_embedder, prompt_seed
 from codepeft.models import load_model
 from test_evaluate import cli
 
@@ -65,7 +65,11 @@ class LLM:
         _log({"generate": len(prompts), "params": [p.kwargs for p in params]})
         out = []
         for prompt, p in zip(prompts, params):
-            ids = prompt["prompt_token_ids"][-3:] + [p.kwargs["stop_token_ids"][0], 7, 7]
+            if "prompt_embeds" in prompt:  # logged whole; answered with one token per embedding row
+                _log({"embeds": prompt["prompt_embeds"].tolist()})
+                ids = [len(prompt["prompt_embeds"]), p.kwargs["stop_token_ids"][0], 7]
+            else:
+                ids = prompt["prompt_token_ids"][-3:] + [p.kwargs["stop_token_ids"][0], 7, 7]
             out.append(_Request([_Out(ids) for _ in range(p.kwargs["n"])]))
         return out
 
@@ -113,7 +117,7 @@ def _expected(loaded, prompt: str) -> str:
     ({**BASE, "kind": "seq2seq"}, "hf", "encoder-decoder"),
     ({**BASE, "quantization": "4bit"}, "hf", "4bit-quantized"),
     ({**BASE, "adapter": "/a", "adapter_method": "prefix-tuning"}, "hf", "prefix tuning"),
-    ({**BASE, "adapter": "/a", "adapter_method": "prompt-tuning"}, "hf", "prompt tuning"),
+    ({**BASE, "adapter": "/a", "adapter_method": "prompt-tuning"}, "hf", "no directory on disk"),
     ({**BASE, "adapter": "/a", "adapter_method": "qlora-4bit"}, "hf", "4-bit bitsandbytes base"),
     ({**BASE, "adapter": "/a", "adapter_method": "lora"}, "hf", "attached in memory"),
     ({**BASE, "path": "/nowhere"}, "hf", "no directory on disk"),
@@ -274,3 +278,87 @@ def test_a_run_stopped_midway_ends_the_worker_and_its_engine_processes(fake_vllm
         generate(loaded, ["x = 1"], GenerationSettings(backend="vllm"), on_batch=interrupted)
     child = next(entry["child"] for entry in _log(fake_vllm) if "child" in entry)
     assert not _alive(child)
+
+
+@pytest.fixture(scope="module")
+def prompt_adapter(tiny_causal_dir, memo, tmp_path_factory) -> Path:
+    """A prompt-tuning adapter (4 virtual tokens) trained two steps on the tiny chat model."""
+    from codepeft.training import TrainSettings, train
+
+    out = tmp_path_factory.mktemp("prompt-tuning")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CODEPEFT_HOME", str(out / "home"))
+        result = train(str(tiny_causal_dir), f"jsonl:{memo}", "prompt-tuning", {"num_virtual_tokens": 4},
+                       out / "train", TrainSettings(max_steps=2, batch_size=4, eval_every=2, dtype="float32",
+                                                    val_limit=None))
+    return Path(result.adapter_dir)
+
+
+def test_prompt_tuning_goes_to_vllm_as_prompt_embeddings_except_for_beams(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    identity = {**BASE, "path": str(tmp_path), "adapter": "/a", "adapter_method": "prompt-tuning"}
+    choice = choose_backend("auto", identity, installed=INSTALLED)
+    assert (choice.name, choice.model_dir, choice.prompt_embeds) == ("vllm", str(tmp_path), True)
+    assert "prompt embeddings on the base model" in choice.reason and choice.record()["prompt_embeds"] is True
+    beam = choose_backend("vllm", identity, installed=INSTALLED, strategy="beam")
+    assert beam.name == "hf" and "beam search does not take prompt embeddings" in beam.reason
+    merged = choose_backend("auto", {**identity, "adapter_method": "lora", "vllm_model_dir": "/m"}, installed=INSTALLED)
+    assert "prompt_embeds" not in merged.record()  # only prompt tuning is fed embeddings
+
+
+def test_prompt_embeddings_are_the_virtual_tokens_then_the_prompt_and_decode_as_peft(prompt_adapter, tiny_causal_dir):
+    import torch
+    from safetensors.torch import load_file
+
+    from codepeft.generation.generate import _trim, generation_config
+
+    loaded = load_model(tiny_causal_dir, dtype="float32", adapter=prompt_adapter)
+    base = loaded.model.get_base_model()
+    (trained,) = load_file(prompt_adapter / "adapter_model.safetensors").values()
+    settings = GenerationSettings(max_new_tokens=12, batch_size=1)
+    eos = {loaded.tokenizer.eos_token_id}
+    for prompt in ["def add(a, b):", "import os\nprint(", "x = [i * 2 for i in range(10)"]:
+        ids = loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]  # chat style, as _encode
+        embeds = prompt_embedder(loaded.model)(ids)
+        assert embeds.shape == (4 + len(ids), 32) and torch.equal(embeds[:4], trained)
+        assert torch.equal(embeds[4:], base.get_input_embeddings().weight[ids])
+        with torch.inference_mode():
+            mask = torch.ones(1, len(embeds), dtype=torch.long)
+            tokens = base.generate(inputs_embeds=embeds[None], attention_mask=mask,
+                                   generation_config=generation_config(loaded, settings))[0].tolist()
+        expected = generate(loaded, [prompt], settings)[0]  # peft's generate, on transformers
+        assert loaded.tokenizer.decode(_trim(tokens, eos, None, False), skip_special_tokens=True) == expected.texts[0]
+
+
+def test_prompt_tuning_on_vllm_feeds_the_embeddings_and_records_it(fake_vllm, prompt_adapter, tiny_causal_dir,
+                                                                  data_dir, tmp_path, monkeypatch):
+    import tempfile
+
+    import torch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the worker's request and embeddings go
+
+    light, choice = load_for_backend(str(tiny_causal_dir), "auto", dtype="float32", adapter=prompt_adapter,
+                                     threads=1)
+    assert choice.prompt_embeds and not hasattr(light.model, "parameters")  # the weights were dropped
+    settings = GenerationSettings(max_new_tokens=4, backend="auto")
+    run = evaluate(str(tiny_causal_dir), "conala", run_dir=tmp_path / "run", limit=3, data_dir=data_dir,
+                   settings=settings, adapter=prompt_adapter)
+    config = json.loads((run / "config.json").read_text())["backend"]
+    assert (config["name"], config["model_dir"], config["prompt_embeds"]) == ("vllm", str(tiny_causal_dir), True)
+    engine = next(e["engine"] for e in _log(fake_vllm) if "engine" in e)
+    assert engine["model"] == str(tiny_causal_dir) and engine["enable_prompt_embeds"] is True
+    loaded = load_model(tiny_causal_dir, dtype="float32", adapter=prompt_adapter)
+    records = read_generations(run).records
+    sent = [torch.tensor(e["embeds"]) for e in _log(fake_vllm) if "embeds" in e]
+    built = [prompt_embedder(loaded.model)(loaded.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"])
+             for r in records]
+    assert len(sent) == 3 and all(torch.equal(a, b) for a, b in zip(sent, built, strict=True))
+    assert [r["raw"][0] for r in records] == [loaded.tokenizer.decode([len(b)]) for b in built]
+    assert not list(tmp_path.glob("codepeft-vllm-*"))  # the embeddings file went with the finished worker
+    beam = settings.model_copy(update={"strategy": "beam", "num_beams": 2})
+    run = evaluate(str(tiny_causal_dir), "conala", run_dir=tmp_path / "beam", limit=2, data_dir=data_dir,
+                   settings=beam, adapter=prompt_adapter)
+    config = json.loads((run / "config.json").read_text())["backend"]
+    assert config["name"] == "hf" and "beam search does not take prompt embeddings" in config["reason"]
+    assert sum("engine" in e for e in _log(fake_vllm)) == 1  # no engine was started for the beams

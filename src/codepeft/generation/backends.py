@@ -25,10 +25,14 @@ VLLM_VENV = ".venv-vllm"
 #: adapter methods vLLM cannot run, and why (they fall back to transformers)
 UNSUPPORTED_ADAPTERS = {
     "prefix-tuning": "prefix tuning adds past key/values that vLLM cannot take",
-    "prompt-tuning": "prompt tuning's virtual tokens are not passed to vLLM (prompt embeddings not wired)",
     "qlora-4bit": "the adapter was trained on a 4-bit bitsandbytes base that vLLM does not load",
     "qlora-8bit": "the adapter was trained on an 8-bit bitsandbytes base that vLLM does not load",
 }
+#: adapter methods vLLM runs on the base model, fed each prompt's embeddings (the adapter's virtual
+#: tokens, then the prompt's token embeddings) instead of its token ids
+PROMPT_EMBEDDING_ADAPTERS = frozenset({"prompt-tuning"})
+#: why a beam search with prompt embeddings runs on transformers
+BEAM_WITH_EMBEDDINGS = "vLLM's beam search does not take prompt embeddings (prompt tuning)"
 NOT_INSTALLED = ("generation backend vllm: vLLM is not installed: install it with `CODEPEFT_VLLM=1 scripts/setup` "
                  "(or set CODEPEFT_VLLM_PYTHON) or use --backend hf")
 
@@ -43,6 +47,8 @@ class BackendChoice:
     vllm_version: str | None = None
     python: str | None = None
     model_dir: str | None = None
+    #: vLLM is fed prompt embeddings (prompt tuning's virtual tokens) rather than token ids
+    prompt_embeds: bool | None = None
 
     def record(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -96,6 +102,11 @@ def vllm_model_dir(identity: dict[str, Any]) -> tuple[str | None, str]:
         return None, f"the base is loaded {identity['quantization']}-quantized (bitsandbytes), which vLLM does not load"
     if method in UNSUPPORTED_ADAPTERS:
         return None, UNSUPPORTED_ADAPTERS[method]
+    if identity.get("adapter") and method in PROMPT_EMBEDDING_ADAPTERS:
+        base, why = vllm_model_dir({**identity, "adapter": None, "adapter_method": None})
+        if base is None:
+            return None, why
+        return base, f"{method} adapter: its virtual tokens are fed to vLLM as prompt embeddings on the base model"
     if identity.get("adapter"):
         if method == "full":
             return str(identity["adapter"]), "fully fine-tuned model directory"
@@ -109,12 +120,14 @@ def vllm_model_dir(identity: dict[str, Any]) -> tuple[str | None, str]:
 
 
 def choose_backend(requested: str, identity: dict[str, Any],
-                   installed: tuple[str, str] | Literal["probe"] | None = "probe") -> BackendChoice:
+                   installed: tuple[str, str] | Literal["probe"] | None = "probe",
+                   strategy: str = "greedy") -> BackendChoice:
     """The backend for a model with ``identity`` (``load_model``'s), given what was requested.
 
     ``hf`` always runs transformers. ``vllm`` and ``auto`` run vLLM when the model can use it;
-    when it cannot (prefix/prompt tuning, QLoRA, seq2seq) both fall back to transformers with the
-    reason. A missing vLLM environment is an error for ``vllm`` and a fallback for ``auto``.
+    when it cannot (prefix tuning, QLoRA, seq2seq, a prompt-tuning adapter decoded by beam search)
+    both fall back to transformers with the reason. A missing vLLM environment is an error for
+    ``vllm`` and a fallback for ``auto``.
     """
     if requested not in BACKENDS:
         raise CodepeftError(f"unknown generation backend {requested!r}: use one of {', '.join(BACKENDS)}")
@@ -123,17 +136,27 @@ def choose_backend(requested: str, identity: dict[str, Any],
     model_dir, why = vllm_model_dir(identity)
     if model_dir is None:
         return BackendChoice("hf", requested, f"fallback: {why}")
+    embeds = uses_prompt_embeds(identity.get("adapter_method"))
+    if embeds and strategy == "beam":
+        return BackendChoice("hf", requested, f"fallback: {BEAM_WITH_EMBEDDINGS}")
     found = vllm_installed() if installed == "probe" else installed
     if found is None:
         if requested == "vllm":
             raise CodepeftError(NOT_INSTALLED)
         return BackendChoice("hf", requested, "fallback: vLLM is not installed")
     python, version = found
-    return BackendChoice("vllm", requested, why, vllm_version=version, python=python, model_dir=model_dir)
+    return BackendChoice("vllm", requested, why, vllm_version=version, python=python, model_dir=model_dir,
+                         prompt_embeds=embeds or None)
 
 
-def wants_vllm(requested: str, adapter_method: str | None, kind: str = "causal") -> bool:
-    """Before loading: whether to prepare a merged checkpoint for vLLM (it may still fall back).
+def uses_prompt_embeds(adapter_method: str | None) -> bool:
+    """Whether vLLM decodes this adapter's model from prompt embeddings rather than token ids."""
+    return adapter_method in PROMPT_EMBEDDING_ADAPTERS
+
+
+def wants_vllm(requested: str, adapter_method: str | None, kind: str = "causal", strategy: str = "greedy") -> bool:
+    """Before loading: whether to prepare the model for vLLM (merge the adapter, or keep what prompt
+    embeddings need); it may still fall back.
 
     An explicit ``vllm`` request without a vLLM environment fails here, before any model is loaded.
     """
@@ -142,4 +165,6 @@ def wants_vllm(requested: str, adapter_method: str | None, kind: str = "causal")
     installed = vllm_installed() is not None
     if requested == "vllm" and not installed:
         raise CodepeftError(NOT_INSTALLED)
+    if uses_prompt_embeds(adapter_method) and strategy == "beam":
+        return False
     return installed and kind == "causal" and adapter_method not in UNSUPPORTED_ADAPTERS

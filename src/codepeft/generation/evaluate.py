@@ -193,8 +193,9 @@ def _load_for_run(model: str | LoadedModel, adapter: str | Path | None, settings
     """The model (with its adapter) and the generation backend that will run it."""
     if isinstance(model, LoadedModel):
         loaded = model if adapter is None else attach_adapter(model, adapter, merge=False)
-        return loaded, choose_backend(settings.backend, loaded.identity)
-    return load_for_backend(model, settings.backend, dtype=dtype, adapter=adapter, threads=threads)
+        return loaded, choose_backend(settings.backend, loaded.identity, strategy=settings.strategy)
+    return load_for_backend(model, settings.backend, dtype=dtype, adapter=adapter, threads=threads,
+                            strategy=settings.strategy)
 
 
 def _write_config(run_dir: Path, request: dict[str, Any], loaded: LoadedModel, backend: Any,

@@ -129,7 +129,7 @@ def generate(
     if settings.backend != "hf" or backend is not None:
         from codepeft.generation.backends import choose_backend
 
-        backend = backend or choose_backend(settings.backend, loaded.identity)
+        backend = backend or choose_backend(settings.backend, loaded.identity, strategy=settings.strategy)
         if backend.name == "vllm":
             from codepeft.generation.vllm_backend import generate_vllm
 

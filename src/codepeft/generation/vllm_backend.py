@@ -2,7 +2,9 @@
 trims and decodes with the same code as the transformers path, so only the engine differs.
 
 Also prepares what vLLM loads for an adapter run: LoRA/DoRA/IA3 adapters are merged into the
-weights once and the merged checkpoint is cached under ``$CODEPEFT_HOME/merged``.
+weights once and the merged checkpoint is cached under ``$CODEPEFT_HOME/merged``. A prompt-tuning
+adapter cannot be merged: vLLM loads the base and is given each prompt as embeddings, built here as
+peft's ``generate`` builds them (the virtual tokens, then the prompt's token embeddings).
 """
 
 from __future__ import annotations
@@ -33,6 +35,37 @@ DEFAULT_KV_GIB = "2"
 #: prompts per engine call on the vLLM path: large enough to keep its continuous batching full, small
 #: enough that a killed run loses little (each chunk is saved when it finishes)
 MIN_CHUNK = 64
+#: the prompt embeddings of a prompt-tuning run, one tensor per prompt index, next to the request
+EMBEDS_FILE = "prompt_embeds.safetensors"
+
+
+@dataclass(frozen=True)
+class PromptEmbedder:
+    """What a prompt-tuning model feeds its base for a prompt: ``virtual`` (the learned virtual-token
+    embeddings, ``(num_virtual_tokens, hidden)``) then ``word_embeddings`` of the prompt's token ids."""
+
+    virtual: Any
+    word_embeddings: Any
+
+    def __call__(self, ids: list[int]) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            tokens = self.word_embeddings(torch.tensor(ids, dtype=torch.long, device=self.virtual.device))
+            # peft casts the virtual tokens to the input embeddings' dtype before concatenating them
+            return torch.cat((self.virtual.to(tokens.dtype), tokens)).cpu().contiguous()
+
+
+def prompt_embedder(model: Any) -> PromptEmbedder:
+    """The embedder of a prompt-tuning ``PeftModel`` (or the one kept by ``without_weights``)."""
+    kept = getattr(model, "prompt_embedder", None)
+    if isinstance(kept, PromptEmbedder):
+        return kept
+    import torch
+
+    with torch.inference_mode():
+        virtual = model.get_prompt(batch_size=1)[0].detach().clone()  # as peft's generate takes them
+    return PromptEmbedder(virtual, model.word_embeddings)
 
 
 def _request(loaded: LoadedModel, choice: BackendChoice, encoded: list[list[int]],
@@ -89,10 +122,18 @@ class _Run:
 
 
 @contextlib.contextmanager
-def _worker(choice: BackendChoice, request: dict[str, Any], env: dict[str, str]) -> Iterator[_Run]:
-    """The running worker; it is ended however the caller leaves, unless it delivered everything."""
+def _worker(choice: BackendChoice, request: dict[str, Any], env: dict[str, str],
+            embeds: dict[str, Any] | None = None) -> Iterator[_Run]:
+    """The running worker; it is ended however the caller leaves, unless it delivered everything.
+
+    ``embeds`` (prompt index as a string: its embeddings) are written next to the request."""
     workdir = Path(tempfile.mkdtemp(prefix="codepeft-vllm-"))
-    request_path, log_path = workdir / "request.json", workdir / "vllm.log"
+    request_path, log_path, embeds_path = workdir / "request.json", workdir / "vllm.log", workdir / EMBEDS_FILE
+    if embeds is not None:
+        from safetensors.torch import save_file
+
+        save_file(embeds, str(embeds_path))
+        request, embeds = {**request, "prompt_embeds": str(embeds_path)}, None  # held on disk only
     request_path.write_text(json.dumps(request))
     log: IO[str] = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
     process = subprocess.Popen([str(choice.python), str(WORKER), str(request_path)], stdout=subprocess.PIPE,
@@ -109,8 +150,8 @@ def _worker(choice: BackendChoice, request: dict[str, Any], env: dict[str, str])
             _end(process)
         log.close()
         if run.done:  # a failed worker's request and log stay for the user (the error names the log)
-            request_path.unlink(missing_ok=True)
-            log_path.unlink(missing_ok=True)
+            for path in (request_path, log_path, embeds_path):
+                path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 workdir.rmdir()
 
@@ -153,7 +194,12 @@ def generate_vllm(loaded: LoadedModel, prompts: Sequence[str], settings: Generat
     if not prompts:
         return []
     request = _request(loaded, choice, encoded, settings, stops)
-    with _worker(choice, request, _environment(loaded)) as run:
+    embeds = None
+    if choice.prompt_embeds:
+        embedder = prompt_embedder(loaded.model)
+        embeds = {str(index): embedder(ids) for index, ids in enumerate(encoded)}
+    with _worker(choice, request, _environment(loaded), embeds) as run:
+        embeds = None  # the worker reads them from its file
         for line in run.process.stdout:
             message = json.loads(line)
             if "startup_seconds" in message and stats is not None:
@@ -204,10 +250,15 @@ def merged_checkpoint(loaded: LoadedModel) -> Path:
     return target
 
 
-def without_weights(loaded: LoadedModel) -> LoadedModel:
-    """``loaded`` keeping only what the vLLM path reads here (configs, tokenizer): frees the weights."""
+def without_weights(loaded: LoadedModel, keep_prompt: bool = False) -> LoadedModel:
+    """``loaded`` keeping only what the vLLM path reads here (configs, tokenizer): frees the weights.
+
+    ``keep_prompt``: also keep a prompt-tuning model's virtual tokens and input embeddings, from
+    which its prompts' embeddings are built."""
     model = loaded.model
     light = SimpleNamespace(config=model.config, generation_config=model.generation_config, device="cpu")
+    if keep_prompt:
+        light.prompt_embedder = prompt_embedder(model)
     return replace(loaded, model=light)
 
 
@@ -220,21 +271,23 @@ def _adapter_method(adapter: str | Path | None) -> str | None:
 
 
 def load_for_backend(model: str | Path, requested: str, *, dtype: str, adapter: str | Path | None,
-                     threads: int | None) -> tuple[LoadedModel, BackendChoice]:
+                     threads: int | None, strategy: str = "greedy") -> tuple[LoadedModel, BackendChoice]:
     """Load ``model`` (with ``adapter``) for the backend that will decode it, and say which one that is.
 
     For vLLM a mergeable adapter is merged and saved as a checkpoint vLLM loads, and the weights held
-    here are dropped (only the tokenizer and configs are used in this process).
+    here are dropped (only the tokenizer and configs are used in this process, and for prompt tuning
+    the virtual tokens and input embeddings that build the prompts' embeddings).
     """
-    from codepeft.generation.backends import choose_backend, wants_vllm
+    from codepeft.generation.backends import choose_backend, uses_prompt_embeds, wants_vllm
     from codepeft.models.loading import load_model
 
     method = _adapter_method(adapter)
-    merge = wants_vllm(requested, method) and method not in (None, "full")  # may raise: vllm asked, not installed
+    vllm = wants_vllm(requested, method, strategy=strategy)  # may raise: vllm asked, not installed
+    merge = vllm and method not in (None, "full") and not uses_prompt_embeds(method)
     loaded = load_model(model, dtype=dtype, adapter=adapter, merge=merge, threads=threads)
     if merge:
         loaded.identity["vllm_model_dir"] = str(merged_checkpoint(loaded))
-    choice = choose_backend(requested, loaded.identity)
+    choice = choose_backend(requested, loaded.identity, strategy=strategy)
     if choice.name == "vllm":
-        loaded = without_weights(loaded)
+        loaded = without_weights(loaded, keep_prompt=bool(choice.prompt_embeds))
     return loaded, choice

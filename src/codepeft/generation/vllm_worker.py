@@ -2,18 +2,21 @@
 
 vLLM pins its own torch/transformers, so it lives in a virtual environment of its own
 (``.venv-vllm``) and this file is its only contact with codepeft: it imports nothing but the
-standard library and vLLM. It reads one JSON request (path given as the first argument): the model
-directory, dtype, prompt token ids (tokenized by codepeft with the same tokenizer as the
-transformers path) and the decoding settings. It writes one JSON line per chunk of prompts to stdout,
+standard library and vLLM (and safetensors, which vLLM installs). It reads one JSON request (path
+given as the first argument): the model directory, dtype, prompt token ids (tokenized by codepeft
+with the same tokenizer as the transformers path) and the decoding settings. For a prompt-tuning
+adapter the request also names a safetensors file holding each prompt's embeddings (key: the
+prompt's index), which are fed to the engine instead of the token ids. It writes one JSON line per
+chunk of prompts to stdout,
 ``{"indices": [i, ...], "tokens": [[[ids of candidate 1], ...], ...], "seconds": s}``, so the caller
 can save progress, after a first ``{"ready": true, "startup_seconds": s}`` and before a last
 ``{"done": true}``. Decoding the ids into text, trimming at EOS and cutting at stop strings stay in
-codepeft, so both backends share them. vLLM's own logs go
-to stderr.
+codepeft, so both backends share them. vLLM's own logs go to stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -28,6 +31,7 @@ def _engine(request: dict[str, Any]) -> Any:
     # On CPU vLLM reads this share of host RAM as "GPU memory"; its default (0.9+) refuses to start on a
     # shared machine. The KV cache itself is VLLM_CPU_KVCACHE_SPACE GiB (set by the caller).
     memory = request.get("memory_utilization") or (0.15 if on_cpu else 0.85)
+    extra = {"enable_prompt_embeds": True} if request.get("prompt_embeds") else {}
     return LLM(
         model=request["model"],
         tokenizer=request.get("tokenizer") or request["model"],
@@ -38,6 +42,7 @@ def _engine(request: dict[str, Any]) -> Any:
         max_num_seqs=request.get("max_num_seqs") or 256,
         seed=request.get("seed", 0),
         trust_remote_code=False,
+        **extra,
     )
 
 
@@ -70,9 +75,16 @@ def _sampling_params(request: dict[str, Any], index: int) -> Any:
                           seed=request["seeds"][index], **common)
 
 
-def _generate(llm: Any, request: dict[str, Any], indices: list[int]) -> list[list[list[int]]]:
-    prompts = [{"prompt_token_ids": request["prompts"][i]} for i in indices]
-    if request["strategy"] == "beam":
+def _prompts(request: dict[str, Any], indices: list[int], embeds: Any) -> list[dict[str, Any]]:
+    if embeds is None:
+        return [{"prompt_token_ids": request["prompts"][i]} for i in indices]
+    # the generated token ids vLLM returns for an embeddings prompt are the new tokens only, as for ids
+    return [{"prompt_embeds": embeds.get_tensor(str(i))} for i in indices]
+
+
+def _generate(llm: Any, request: dict[str, Any], indices: list[int], embeds: Any = None) -> list[list[list[int]]]:
+    prompts = _prompts(request, indices, embeds)
+    if request["strategy"] == "beam":  # never with embeddings: vLLM's beam search refuses them
         from vllm.sampling_params import BeamSearchParams
 
         params = BeamSearchParams(beam_width=request["num_beams"], max_tokens=request["max_new_tokens"],
@@ -96,16 +108,26 @@ def main(argv: list[str]) -> int:
     llm = _engine(request)
     startup = time.perf_counter() - began
     print(json.dumps({"ready": True, "startup_seconds": startup}), file=out, flush=True)
+    with contextlib.ExitStack() as stack:
+        embeds = None
+        if request.get("prompt_embeds"):
+            from safetensors import safe_open  # read a chunk's tensors at a time, not the whole file
+
+            embeds = stack.enter_context(safe_open(request["prompt_embeds"], framework="pt"))
+        _decode_chunks(llm, request, embeds, out)
+    print(json.dumps({"done": True}), file=out, flush=True)
+    return 0
+
+
+def _decode_chunks(llm: Any, request: dict[str, Any], embeds: Any, out: Any) -> None:
     chunk = max(1, int(request.get("chunk") or len(request["prompts"])))
     order = list(range(len(request["prompts"])))
     for start in range(0, len(order), chunk):
         indices = order[start:start + chunk]
         chunk_began = time.perf_counter()
-        tokens = _generate(llm, request, indices)
+        tokens = _generate(llm, request, indices, embeds)
         seconds = time.perf_counter() - chunk_began
         print(json.dumps({"indices": indices, "tokens": tokens, "seconds": seconds}), file=out, flush=True)
-    print(json.dumps({"done": True}), file=out, flush=True)
-    return 0
 
 
 if __name__ == "__main__":
