@@ -34,7 +34,11 @@ WORKER = Path(__file__).with_name("vllm_worker.py")
 DEFAULT_KV_GIB = "2"
 #: prompts per engine call on the vLLM path: large enough to keep its continuous batching full, small
 #: enough that a killed run loses little (each chunk is saved when it finishes)
-MIN_CHUNK = 64
+MIN_CHUNK = 128
+#: sequences vLLM's scheduler runs at once (its own default): the transformers path's ``batch_size`` is not
+#: a limit here, since continuous batching is where vLLM's speed comes from (2.56x at 128 against 1.70x
+#: at 16 on 2 CPU cores, outputs identical in fp32; benchmarks/README.md)
+VLLM_MAX_NUM_SEQS = 256
 #: the prompt embeddings of a prompt-tuning run, one tensor per prompt index, next to the request
 EMBEDS_FILE = "prompt_embeds.safetensors"
 
@@ -86,7 +90,7 @@ def _request(loaded: LoadedModel, choice: BackendChoice, encoded: list[list[int]
         "seed": settings.seed,
         "seeds": [prompt_seed(settings.seed, ids) for ids in encoded],
         "max_model_len": loaded.context_length,
-        "max_num_seqs": settings.batch_size,  # "prompts decoded together", as on the transformers path
+        "max_num_seqs": max(settings.batch_size, VLLM_MAX_NUM_SEQS),
         "chunk": max(settings.batch_size, MIN_CHUNK),
     }
 
@@ -105,12 +109,12 @@ def _environment(loaded: LoadedModel) -> dict[str, str]:
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", os.environ.get("CODEPEFT_VLLM_KV_GIB", DEFAULT_KV_GIB))
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    threads = loaded.identity.get("threads")
-    if threads:
-        # The same thread count as the transformers path, unpinned: vLLM's default pins one thread per
-        # core, which on a shared machine ties it to cores other jobs are using.
-        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-        env.setdefault("OMP_NUM_THREADS", str(threads))
+    # The same thread count as the transformers path (default: every CPU this process may use),
+    # unpinned: vLLM's own default pins one thread per core and keeps a core for its scheduler, which
+    # on a 2-core machine leaves the model one thread (139 against 153 tokens/s with both, measured).
+    threads = loaded.identity.get("threads") or len(os.sched_getaffinity(0))
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    env.setdefault("OMP_NUM_THREADS", str(threads))
     return env
 
 
