@@ -20,8 +20,8 @@ LoRA on the CoNaLa training split with smollm2-135m, the same number of optimize
   ``prompt-tuning``, ``prefix-tuning`` (both batched by length, padded: virtual tokens cannot share a
   packed row), ``qlora-4bit``, ``qlora-4bit-bf16`` (``upcast=false``: the unquantized weights stay
   bf16), ``qlora-8bit``, ``qlora-8bit-bf16`` (likewise) and ``full``. ``common val`` scores each arm's
-  trained model the same way; for ``full`` MFU counts 6 FLOPs per matmul weight and token (all are trained); virtual tokens are
-  not real tokens.
+  trained model the same way; for ``full`` MFU counts 6 FLOPs per matmul weight and token (all are
+  trained); virtual tokens are not real tokens.
 
     .venv/bin/python benchmarks/training.py --steps 5 --warmup 2 --val-limit 16 --train-limit 400 --threads 1 \
         --arms lora,dora,dora-peft,ia3,prompt-tuning,prefix-tuning,qlora-4bit,qlora-4bit-bf16,qlora-8bit,full
