@@ -19,9 +19,10 @@ LoRA on the CoNaLa training split with smollm2-135m, the same number of optimize
   ``dora-peft-fp32`` (peft's DoRA layers computing in fp32: codepeft's DoRA before the fused layers), ``ia3``,
   ``prompt-tuning``, ``prefix-tuning`` (both batched by length, padded: virtual tokens cannot share a
   packed row), ``qlora-4bit``, ``qlora-4bit-bf16`` (``upcast=false``: the unquantized weights stay
-  bf16), ``qlora-8bit``, ``qlora-8bit-bf16`` (likewise) and ``full``. ``common val`` scores each arm's
-  trained model the same way; for ``full`` MFU counts 6 FLOPs per matmul weight and token (all are
-  trained); virtual tokens are not real tokens.
+  bf16), ``qlora-8bit``, ``qlora-8bit-bf16`` (likewise), ``qlora-4bit-upcast`` / ``qlora-8bit-upcast``
+  (``upcast=true``: peft's fp32 cast, the default before issue 14 made it fp16-only) and ``full``.
+  ``common val`` scores each arm's trained model the same way; for ``full`` MFU counts 6 FLOPs per
+  matmul weight and token (all are trained); virtual tokens are not real tokens.
 
     .venv/bin/python benchmarks/training.py --steps 5 --warmup 2 --val-limit 16 --train-limit 400 --threads 1 \
         --arms lora,dora,dora-peft,ia3,prompt-tuning,prefix-tuning,qlora-4bit,qlora-4bit-bf16,qlora-8bit,full
@@ -84,6 +85,9 @@ ARMS = {
     "qlora-8bit": {"method": "qlora-8bit"},
     "qlora-4bit-bf16": {"method": "qlora-4bit", "params": {"upcast": False}},
     "qlora-8bit-bf16": {"method": "qlora-8bit", "params": {"upcast": False}},
+    # the QLoRA recipe's fp32 cast forced (the default before it became fp16 bases only)
+    "qlora-4bit-upcast": {"method": "qlora-4bit", "params": {"upcast": True}},
+    "qlora-8bit-upcast": {"method": "qlora-8bit", "params": {"upcast": True}},
     "full": {"method": "full"},
 }
 

@@ -5,9 +5,12 @@ package in a separate "environment", so the real engine is only needed by tests/
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +66,9 @@ class LLM:
 
     def generate(self, prompts, params, use_tqdm=False):
         _log({"generate": len(prompts), "params": [p.kwargs for p in params]})
+        if os.environ.get("FAKE_VLLM_HANG"):  # a long decode, for killing codepeft meanwhile
+            import time
+            time.sleep(300)
         out = []
         for prompt, p in zip(prompts, params):
             if "prompt_embeds" in prompt:  # logged whole; answered with one token per embedding row
@@ -278,6 +284,31 @@ def test_a_run_stopped_midway_ends_the_worker_and_its_engine_processes(fake_vllm
         generate(loaded, ["x = 1"], GenerationSettings(backend="vllm"), on_batch=interrupted)
     child = next(entry["child"] for entry in _log(fake_vllm) if "child" in entry)
     assert not _alive(child)
+
+
+def test_a_killed_codepeft_takes_the_worker_and_its_engine_processes_along(fake_vllm, tiny_causal_dir, tmp_path):
+    """SIGKILL runs none of codepeft's cleanup: the worker's parent-death signal must stop the group."""
+    script = ("from codepeft.generation import GenerationSettings, generate\n"
+              "from codepeft.models import load_model\n"
+              f"generate(load_model({str(tiny_causal_dir)!r}, dtype='float32'), ['x = 1'], "
+              "GenerationSettings(backend='vllm'))\n")
+    env = {**os.environ, "FAKE_VLLM_CHILD": "1", "FAKE_VLLM_HANG": "1"}
+    codepeft = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (fake_vllm.exists() and any("generate" in e for e in _log(fake_vllm))):
+            assert codepeft.poll() is None and time.monotonic() < deadline, "the worker never started decoding"
+            time.sleep(0.2)
+        child = next(entry["child"] for entry in _log(fake_vllm) if "child" in entry)
+        assert _alive(child)
+        codepeft.kill()
+        codepeft.wait()
+        deadline = time.monotonic() + 20
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(child)
+    finally:
+        codepeft.kill()
 
 
 @pytest.fixture(scope="module")

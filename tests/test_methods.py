@@ -174,15 +174,16 @@ def test_qlora_4bit_on_a_narrow_model_says_why(tiny_causal_dir, memo, tmp_path):
               TrainSettings(max_steps=1, dtype="float32"))
 
 
-@pytest.mark.parametrize("upcast", [True, False])
+@pytest.mark.parametrize("upcast", [True, False, None])
 def test_qlora_upcast_decides_the_dtype_of_the_unquantized_weights(upcast, memo, tiny_wide_causal_dir,
                                                                   tmp_path):
-    """peft's QLoRA preparation casts embeddings and norms to fp32; ``upcast=false`` keeps the base's bf16."""
+    """peft's QLoRA preparation casts embeddings and norms to fp32; ``upcast=false`` keeps the base's bf16,
+    and so does the default (None) on a bf16 base: the fp32 cast guards fp16 bases only."""
     if problem := bitsandbytes_problem():
         pytest.skip(f"qlora-4bit cannot run on this machine: {problem}")
     settings = TrainSettings(max_steps=4, batch_size=4, eval_every=4, dtype="bfloat16", val_limit=None)
-    result = train(str(tiny_wide_causal_dir), [f"jsonl:{memo}"], "qlora-4bit",
-                   {"lr": TEST_LR["qlora-4bit"], "r": 4, "upcast": upcast}, tmp_path / "run", settings)
+    params = {"lr": TEST_LR["qlora-4bit"], "r": 4} | ({} if upcast is None else {"upcast": upcast})
+    result = train(str(tiny_wide_causal_dir), [f"jsonl:{memo}"], "qlora-4bit", params, tmp_path / "run", settings)
     embeddings = result.model.get_input_embeddings().weight
     assert embeddings.dtype == (torch.float32 if upcast else torch.bfloat16)
     assert result.best_val_loss < result.initial_val_loss

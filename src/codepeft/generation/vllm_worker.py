@@ -130,8 +130,33 @@ def _decode_chunks(llm: Any, request: dict[str, Any], embeds: Any, out: Any) -> 
         print(json.dumps({"indices": indices, "tokens": tokens, "seconds": seconds}), file=out, flush=True)
 
 
+def _die_with_parent() -> None:
+    """End this worker and vLLM's engine processes (its process group) when codepeft dies.
+
+    codepeft stops the group itself when it can; a SIGTERM or SIGKILL of codepeft runs none of its
+    code, and vLLM's engine core and worker would keep running (seen: a killed study left them
+    decoding for minutes). Linux's parent-death signal covers that case.
+    """
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+
+    def stop_group(_signum: int, _frame: Any) -> None:
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, stop_group)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: codepeft's own cleanup is all there is
+        return
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        stop_group(signal.SIGTERM, None)
+
+
 if __name__ == "__main__":
     # vLLM starts its workers by spawn; they re-import this file as a module, so the engine is only
     # created here, never at import.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    _die_with_parent()
     sys.exit(main(sys.argv[1:]))
