@@ -42,7 +42,7 @@ class QLoraParams(LoraParams):
         None,
         description="cast the base's unquantized weights (embeddings, norms) to fp32 as peft's "
         "prepare_model_for_kbit_training does (the QLoRA recipe; it guards fp16's narrow range); None "
-        "(default): only on an fp16 base, so a bf16 base computes in bf16 as LoRA's does (QLoRA 8-bit 1.4x "
+        "(default): only on an fp16 base, so a bf16 base computes in bf16 as LoRA's does (QLoRA 8-bit 1.8x "
         "faster on CPU, less activation memory; benchmarks/README.md)",
     )
 
