@@ -191,6 +191,9 @@ def test_evaluate_on_vllm_runs_the_worker_and_decodes_here(fake_vllm, tiny_causa
     engine, call = _log(fake_vllm)
     assert engine["engine"]["model"] == str(tiny_causal_dir) and engine["engine"]["dtype"] == "float32"
     assert engine["engine"]["enforce_eager"] is True and engine["kv"] == "2"
+    # many sequences in flight, whole prompts per step (vLLM 0.32's CPU sampler breaks on split prompts)
+    assert engine["engine"]["max_num_seqs"] >= 256 and engine["engine"]["enable_chunked_prefill"] is False
+    assert engine["engine"]["max_num_batched_tokens"] >= engine["engine"]["max_model_len"]
     params = call["params"][0]
     assert params["temperature"] == 0.0 and params["max_tokens"] == 8 and "zz" in params["stop"]
     assert params["stop_token_ids"] == [loaded.tokenizer.eos_token_id]

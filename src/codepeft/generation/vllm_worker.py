@@ -23,6 +23,9 @@ import sys
 import time
 from typing import Any
 
+#: tokens vLLM may schedule in one step (at least the context length, as unchunked prefill requires)
+MIN_BATCHED_TOKENS = 8192
+
 
 def _engine(request: dict[str, Any]) -> Any:
     from vllm import LLM
@@ -32,14 +35,21 @@ def _engine(request: dict[str, Any]) -> Any:
     # shared machine. The KV cache itself is VLLM_CPU_KVCACHE_SPACE GiB (set by the caller).
     memory = request.get("memory_utilization") or (0.15 if on_cpu else 0.85)
     extra = {"enable_prompt_embeds": True} if request.get("prompt_embeds") else {}
+    context = request.get("max_model_len")
+    # Whole prompts per step: with chunked prefill, vLLM 0.32 on CPU crashes on seeded sampling
+    # ("CPU Generator does not use offset") once a prompt is split across steps, which many sequences
+    # in flight make certain; the step budget must then hold the longest prompt, so the context is needed.
+    whole_prompts = {"enable_chunked_prefill": False,
+                     "max_num_batched_tokens": max(context, MIN_BATCHED_TOKENS)} if context else {}
     return LLM(
         model=request["model"],
         tokenizer=request.get("tokenizer") or request["model"],
         dtype=request.get("dtype", "float32"),
         enforce_eager=True,  # compiled graphs start 4x slower and decode no faster on CPU (measured)
         gpu_memory_utilization=memory,
-        max_model_len=request.get("max_model_len"),
+        max_model_len=context,
         max_num_seqs=request.get("max_num_seqs") or 256,
+        **whole_prompts,
         seed=request.get("seed", 0),
         trust_remote_code=False,
         **extra,
