@@ -138,3 +138,62 @@ def test_instruction_style_stops_at_a_new_block(base):
     from codepeft.generation.generate import stop_strings
 
     assert "\n### Instruction" in stop_strings(base, GenerationSettings())
+
+
+def _prompt_learning(model_dir, method: str):
+    """A prompt-learning adapter (4 virtual tokens) on the tiny chat model, its weights made spiky."""
+    from dataclasses import replace
+
+    from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
+
+    loaded = load_model(model_dir, dtype="float32", threads=1)
+    config = {"prompt-tuning": PromptTuningConfig, "prefix-tuning": PrefixTuningConfig}[method]
+    model = get_peft_model(loaded.model, config(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
+    return spiky(replace(loaded, model=model), seed=3)
+
+
+@pytest.fixture(scope="module")
+def prompt_tuned(tiny_causal_dir):
+    return _prompt_learning(tiny_causal_dir, "prompt-tuning")
+
+
+@pytest.fixture(scope="module")
+def prefix_tuned(tiny_causal_dir):
+    return _prompt_learning(tiny_causal_dir, "prefix-tuning")
+
+
+@pytest.mark.parametrize("fixture", ["prompt_tuned", "prefix_tuned"])
+def test_prompt_learning_batched_greedy_and_beams_equal_batch_of_one(fixture, request):
+    """Virtual tokens or prefixes must not see the left padding: a prompt's output is its own."""
+    loaded = request.getfixturevalue(fixture)
+    prompts = chat_prompts(loaded)
+    greedy = GenerationSettings(max_new_tokens=24, batch_size=4)
+    batched = generate(loaded, prompts, greedy)
+    assert [g.texts for g in batched] == [g.texts for g in generate(loaded, prompts, greedy.model_copy(
+        update={"batch_size": 1}))] == [g.texts for g in generate(loaded, prompts, greedy, sort_by_length=False)]
+    assert len({g.texts[0] for g in batched}) > 1
+    beam = GenerationSettings(strategy="beam", n=2, num_beams=3, max_new_tokens=12, batch_size=4)
+    beams = generate(loaded, prompts, beam)
+    assert [g.texts for g in beams] == [g.texts for g in generate(loaded, prompts, beam.model_copy(
+        update={"batch_size": 1}))]
+    assert all(len(g.texts) == 2 for g in beams)
+
+
+def test_prompt_tuning_decodes_each_prompts_own_embeddings_as_vllm_is_given_them(prompt_tuned):
+    """Batched and left-padded, every prompt decodes as its unpadded ``[virtual; embed(ids)]`` alone,
+    which is what the vLLM path sends."""
+    from codepeft.generation.generate import _trim
+    from codepeft.generation.vllm_backend import prompt_embedder
+
+    prompts = chat_prompts(prompt_tuned)
+    settings = GenerationSettings(max_new_tokens=24, batch_size=4)
+    batched = generate(prompt_tuned, prompts, settings)
+    base, embedder = prompt_tuned.model.get_base_model(), prompt_embedder(prompt_tuned.model)
+    config, eos = generation_config(prompt_tuned, settings), {prompt_tuned.tokenizer.eos_token_id}
+    for prompt, generated in zip(prompts, batched, strict=True):
+        embeds = embedder(prompt_tuned.tokenizer(prompt, add_special_tokens=False)["input_ids"])[None]
+        with torch.inference_mode():  # only the new tokens come back when only embeddings go in
+            tokens = base.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+                                   generation_config=config)[0].tolist()
+        assert prompt_tuned.tokenizer.decode(_trim(tokens, eos, None, False), skip_special_tokens=True) == \
+            generated.texts[0]

@@ -340,7 +340,7 @@ def test_prompt_tuning_goes_to_vllm_as_prompt_embeddings_except_for_beams(tmp_pa
     assert "prompt_embeds" not in merged.record()  # only prompt tuning is fed embeddings
 
 
-def test_prompt_embeddings_are_the_virtual_tokens_then_the_prompt_and_decode_as_peft(prompt_adapter, tiny_causal_dir):
+def test_prompt_embeddings_are_the_virtual_tokens_then_the_prompt_and_decode_batched(prompt_adapter, tiny_causal_dir):
     import torch
     from safetensors.torch import load_file
 
@@ -349,9 +349,11 @@ def test_prompt_embeddings_are_the_virtual_tokens_then_the_prompt_and_decode_as_
     loaded = load_model(tiny_causal_dir, dtype="float32", adapter=prompt_adapter)
     base = loaded.model.get_base_model()
     (trained,) = load_file(prompt_adapter / "adapter_model.safetensors").values()
-    settings = GenerationSettings(max_new_tokens=12, batch_size=1)
+    settings = GenerationSettings(max_new_tokens=12, batch_size=3)
     eos = {loaded.tokenizer.eos_token_id}
-    for prompt in ["def add(a, b):", "import os\nprint(", "x = [i * 2 for i in range(10)"]:
+    prompts = ["def add(a, b):", "import os\nprint(", "x = [i * 2 for i in range(10)"]
+    batched = generate(loaded, prompts, settings)  # left-padded on transformers
+    for prompt, expected in zip(prompts, batched, strict=True):
         ids = loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]  # chat style, as _encode
         embeds = prompt_embedder(loaded.model)(ids)
         assert embeds.shape == (4 + len(ids), 32) and torch.equal(embeds[:4], trained)
@@ -360,7 +362,6 @@ def test_prompt_embeddings_are_the_virtual_tokens_then_the_prompt_and_decode_as_
             mask = torch.ones(1, len(embeds), dtype=torch.long)
             tokens = base.generate(inputs_embeds=embeds[None], attention_mask=mask,
                                    generation_config=generation_config(loaded, settings))[0].tolist()
-        expected = generate(loaded, [prompt], settings)[0]  # peft's generate, on transformers
         assert loaded.tokenizer.decode(_trim(tokens, eos, None, False), skip_special_tokens=True) == expected.texts[0]
 
 

@@ -2,8 +2,10 @@
 
 Prompts are sorted by length and batched so each batch pads as little as possible (the original
 order is restored), causal models are padded on the left with the attention mask and position ids
-following the padding, and each sequence stops at EOS or at the first stop string. Raw texts are
-returned; cutting at stops and extracting code is the caller's postprocessing.
+following the padding (a prompt-tuning model's prompts are padded as whole embeddings, virtual
+tokens included, and decoded by its base model), and each sequence stops at EOS or at the first
+stop string. Raw texts are returned; cutting at stops and extracting code is the caller's
+postprocessing.
 """
 
 from __future__ import annotations
@@ -96,6 +98,36 @@ def _pad(loaded: LoadedModel, encoded: list[list[int]]) -> dict[str, Any]:
     return {"input_ids": input_ids.to(loaded.model.device), "attention_mask": mask.to(loaded.model.device)}
 
 
+def _prompt_tuning_embedder(loaded: LoadedModel) -> Any:
+    """The ``PromptEmbedder`` of a prompt-tuning model, else None."""
+    config = getattr(loaded.model, "active_peft_config", None)
+    if loaded.kind != "causal" or getattr(config, "peft_type", None) != "PROMPT_TUNING":
+        return None
+    from codepeft.generation.vllm_backend import prompt_embedder  # it imports this module
+
+    return prompt_embedder(loaded.model)
+
+
+def _pad_embedded(loaded: LoadedModel, embedder: Any, encoded: list[list[int]]) -> dict[str, Any]:
+    """A prompt-tuning batch for the base model: each prompt's own ``[virtual; embed(ids)]``, left-padded.
+
+    peft's ``generate`` would put the virtual tokens before the padding and drop the position ids,
+    so a padded prompt's positions would count its padding. Padding the prompts' whole embeddings
+    lets transformers derive the positions from the mask (``cumsum - 1``) as for any causal model,
+    and gives each prompt what vLLM is given. ``input_ids`` (pad ids for the virtual tokens) keep
+    the prompt in the returned sequences, so stop strings see it as on the other paths."""
+    import torch
+
+    virtual = len(embedder.virtual)
+    inputs = _pad(loaded, [[loaded.tokenizer.pad_token_id] * virtual + ids for ids in encoded])
+    rows = [embedder(ids) for ids in encoded]
+    width = inputs["input_ids"].shape[1]
+    embeds = torch.zeros((len(rows), width, rows[0].shape[1]), dtype=rows[0].dtype)
+    for row, values in enumerate(rows):
+        embeds[row, width - len(values):] = values  # pads stay zero: the mask hides them
+    return {**inputs, "inputs_embeds": embeds.to(loaded.model.device)}
+
+
 def _trim(tokens: list[int], eos: set[int], pad_id: int | None, skip_first: bool) -> list[int]:
     """New tokens up to and including the first EOS, without the padding of finished sequences."""
     if skip_first:
@@ -145,15 +177,19 @@ def generate(
     extra: dict[str, Any] = {"stop_strings": stops, "tokenizer": loaded.tokenizer} if stops else {}
     eos = set(_eos_ids(loaded))
     pad_id = loaded.tokenizer.pad_token_id
+    embedder = _prompt_tuning_embedder(loaded)
+    # prompt tuning: the base model decodes the prompts' embeddings (see _pad_embedded)
+    model = loaded.model.get_base_model() if embedder is not None else loaded.model
     results: list[Generated | None] = [None] * len(prompts)
     for batch_number, start in enumerate(range(0, len(order), settings.batch_size)):
         indices = order[start:start + settings.batch_size]
-        inputs = _pad(loaded, [encoded[i] for i in indices])
+        batch_ids = [encoded[i] for i in indices]
+        inputs = _pad(loaded, batch_ids) if embedder is None else _pad_embedded(loaded, embedder, batch_ids)
         if settings.strategy == "sample":
             torch.manual_seed(settings.seed + batch_number)
         began = time.perf_counter()
         with torch.inference_mode():
-            output = loaded.model.generate(**inputs, generation_config=config, **extra)
+            output = model.generate(**inputs, generation_config=config, **extra)
         seconds = time.perf_counter() - began
         sequences = output.sequences if hasattr(output, "sequences") else output
         if loaded.kind == "causal":
