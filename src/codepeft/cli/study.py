@@ -93,9 +93,8 @@ def study(
         raise CodepeftError("--address names a Ray cluster: add --executor ray (or executor: ray in the study)")
     study_dir = out_dir or default_study_dir(config)
     progress = StudyProgress(console, title=f"study {config.name} → {study_dir}")
-    with third_party_output(study_dir / THIRD_PARTY_LOG):  # planning may convert a GGUF model: its bars go there
-        runner = StudyRunner(config, study_dir, force=force, data_dir=data_dir, on_event=progress,
-                             executor=None if dry_run else make_executor(config))
+    runner = StudyRunner(config, study_dir, force=force, data_dir=data_dir, on_event=progress,
+                         executor=None if dry_run else make_executor(config))
     if dry_run:
         from codepeft.study.plan import describe
 

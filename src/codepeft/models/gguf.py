@@ -93,7 +93,8 @@ def _write_conversion(gguf_path: Path, target: Path, chat_template: str | None) 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        # transformers' GGUF reader draws a plain tqdm bar on stderr that no logging switch turns off
+        # transformers' GGUF reader (and saving, below) draw plain tqdm bars on stderr that no logging
+        # switch turns off
         with contextlib.redirect_stderr(io.StringIO()):
             tokenizer, model = _read_gguf(gguf_path, AutoTokenizer, AutoModelForCausalLM, torch.float32)
     except ImportError as err:
@@ -105,7 +106,7 @@ def _write_conversion(gguf_path: Path, target: Path, chat_template: str | None) 
         tokenizer.chat_template = chat_template
     plain = _without_quantizer(model)
     plain.generation_config.pad_token_id = tokenizer.pad_token_id
-    with replacing(target) as tmp:
+    with replacing(target) as tmp, contextlib.redirect_stderr(io.StringIO()):  # its "Writing shards" bar too
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "codepeft_source.txt").write_text(f"converted from {gguf_path}\n")

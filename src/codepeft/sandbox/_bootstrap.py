@@ -411,6 +411,8 @@ def checker(spec, channel, verdict_fd):
         verdict = {"passed": True, "reason": ""}
     except CandidateGone as error:
         verdict = {"passed": False, "reason": str(error), "gone": True}
+    except BrokenPipeError:  # a question sent after the program ended: the same as a missing answer
+        verdict = {"passed": False, "reason": "the program ended before the tests finished", "gone": True}
     except BaseException as error:
         name, text = type(error).__name__, str(error)
         reason = text if isinstance(error, CandidateError) else f"{name}: {text}" if text else name
