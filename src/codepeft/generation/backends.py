@@ -137,7 +137,7 @@ def choose_backend(requested: str, identity: dict[str, Any],
     if model_dir is None:
         return BackendChoice("hf", requested, f"fallback: {why}")
     embeds = uses_prompt_embeds(identity.get("adapter_method"))
-    if embeds and strategy == "beam":
+    if _beams_with_embeddings(identity.get("adapter_method"), strategy):
         return BackendChoice("hf", requested, f"fallback: {BEAM_WITH_EMBEDDINGS}")
     found = vllm_installed() if installed == "probe" else installed
     if found is None:
@@ -154,6 +154,11 @@ def uses_prompt_embeds(adapter_method: str | None) -> bool:
     return adapter_method in PROMPT_EMBEDDING_ADAPTERS
 
 
+def _beams_with_embeddings(adapter_method: str | None, strategy: str) -> bool:
+    """A beam search over prompt embeddings, which vLLM refuses (see BEAM_WITH_EMBEDDINGS)."""
+    return uses_prompt_embeds(adapter_method) and strategy == "beam"
+
+
 def wants_vllm(requested: str, adapter_method: str | None, kind: str = "causal", strategy: str = "greedy") -> bool:
     """Before loading: whether to prepare the model for vLLM (merge the adapter, or keep what prompt
     embeddings need); it may still fall back.
@@ -165,6 +170,6 @@ def wants_vllm(requested: str, adapter_method: str | None, kind: str = "causal",
     installed = vllm_installed() is not None
     if requested == "vllm" and not installed:
         raise CodepeftError(NOT_INSTALLED)
-    if uses_prompt_embeds(adapter_method) and strategy == "beam":
+    if _beams_with_embeddings(adapter_method, strategy):
         return False
     return installed and kind == "causal" and adapter_method not in UNSUPPORTED_ADAPTERS

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from codepeft.data.prompts import default_stops
+from codepeft.generation.prompt_embeds import prompt_embedder
 from codepeft.generation.settings import GenerationSettings
 from codepeft.models.loading import LoadedModel
 
@@ -103,8 +104,6 @@ def _prompt_tuning_embedder(loaded: LoadedModel) -> Any:
     config = getattr(loaded.model, "active_peft_config", None)
     if loaded.kind != "causal" or getattr(config, "peft_type", None) != "PROMPT_TUNING":
         return None
-    from codepeft.generation.vllm_backend import prompt_embedder  # it imports this module
-
     return prompt_embedder(loaded.model)
 
 

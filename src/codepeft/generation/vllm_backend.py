@@ -26,6 +26,7 @@ from typing import IO, Any
 from codepeft.errors import CodepeftError
 from codepeft.generation.backends import BackendChoice
 from codepeft.generation.generate import BatchCallback, Generated, _encode, _eos_ids, _trim, stop_strings
+from codepeft.generation.prompt_embeds import prompt_embedder
 from codepeft.generation.settings import GenerationSettings
 from codepeft.models.loading import LoadedModel
 
@@ -41,35 +42,6 @@ MIN_CHUNK = 128
 VLLM_MAX_NUM_SEQS = 256
 #: the prompt embeddings of a prompt-tuning run, one tensor per prompt index, next to the request
 EMBEDS_FILE = "prompt_embeds.safetensors"
-
-
-@dataclass(frozen=True)
-class PromptEmbedder:
-    """What a prompt-tuning model feeds its base for a prompt: ``virtual`` (the learned virtual-token
-    embeddings, ``(num_virtual_tokens, hidden)``) then ``word_embeddings`` of the prompt's token ids."""
-
-    virtual: Any
-    word_embeddings: Any
-
-    def __call__(self, ids: list[int]) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            tokens = self.word_embeddings(torch.tensor(ids, dtype=torch.long, device=self.virtual.device))
-            # peft casts the virtual tokens to the input embeddings' dtype before concatenating them
-            return torch.cat((self.virtual.to(tokens.dtype), tokens)).cpu().contiguous()
-
-
-def prompt_embedder(model: Any) -> PromptEmbedder:
-    """The embedder of a prompt-tuning ``PeftModel`` (or the one kept by ``without_weights``)."""
-    kept = getattr(model, "prompt_embedder", None)
-    if isinstance(kept, PromptEmbedder):
-        return kept
-    import torch
-
-    with torch.inference_mode():
-        virtual = model.get_prompt(batch_size=1)[0].detach().clone()  # as peft's generate takes them
-    return PromptEmbedder(virtual, model.word_embeddings)
 
 
 def _request(loaded: LoadedModel, choice: BackendChoice, encoded: list[list[int]],
