@@ -63,14 +63,23 @@ class ArmSpec(StrictModel):
     @field_validator("seeds", mode="before")
     @classmethod
     def _one_seed(cls, value: Any) -> Any:
-        return [value] if isinstance(value, int) else value
+        return _seed_list(value)
 
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and len(set(value)) != len(value):
-            raise ValueError("seeds lists the same seed twice")
+        _check_distinct_seeds(value or [])
         return value
+
+
+def _seed_list(value: Any) -> Any:
+    """``seeds: 3`` means ``[3]``."""
+    return [value] if isinstance(value, int) else value
+
+
+def _check_distinct_seeds(seeds: list[int]) -> None:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("seeds lists the same seed twice")
 
 
 class Resources(StrictModel):
@@ -151,7 +160,7 @@ class StudyConfig(StrictModel):
     @field_validator("seeds", mode="before")
     @classmethod
     def _one_seed(cls, value: Any) -> Any:
-        return [value] if isinstance(value, int) else value
+        return _seed_list(value)
 
     @field_validator("arms", mode="before")
     @classmethod
@@ -179,8 +188,7 @@ class StudyConfig(StrictModel):
             raise ValueError("models lists the same model twice")
         if len({d.task for d in self.datasets}) != len(self.datasets):
             raise ValueError("datasets lists the same data set twice")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("seeds lists the same seed twice")
+        _check_distinct_seeds(self.seeds)
         return self
 
     def seeds_for(self, arm: str) -> list[int]:
