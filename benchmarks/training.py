@@ -11,7 +11,9 @@ LoRA on the CoNaLa training split with smollm2-135m, the same number of optimize
 - ``unfused``, ``default-allocator``, ``masked-attention``, ``torch-dropout`` (optional): codepeft's
   default without one of its speed-ups (peft's LoRA layers with the fast dropout mask; glibc's
   default malloc; transformers' block-diagonal mask over the whole packed row; peft's layers with
-  ``nn.Dropout``);
+  ``nn.Dropout``); ``unfused-fp32-adapters``: peft's LoRA layers computing the adapter in fp32, the
+  adapter path QLoRA takes (peft casts each adapted layer's input to the fp32 adapter weights), on the
+  unquantized base: it separates what quantizing saves from what QLoRA's adapter path costs;
 - ``packed-fp32`` (optional): packing alone, with the reference's fp32 adapters and full logits;
 - ``fixed-fast`` (optional): fixed padding with codepeft's compute settings;
 - one arm per train method, each with its own defaults and codepeft's compute settings: ``lora`` (the
@@ -67,6 +69,8 @@ ARMS = {
     "reference": {"batching": "fixed", "max_length": 128, **REFERENCE_COMPUTE},
     "codepeft": {},
     "unfused": {"fused_lora": False},
+    # peft's LoRA layers with fp32 adapter compute: QLoRA's adapter path without the quantized base
+    "unfused-fp32-adapters": {"fused_lora": False, "bf16_adapters": False},
     "default-allocator": {"keep_freed_memory": False},
     "masked-attention": {"packed_attention": "masked"},
     "torch-dropout": {"fast_dropout": False, "fused_lora": False},

@@ -178,7 +178,8 @@ def test_qlora_4bit_on_a_narrow_model_says_why(tiny_causal_dir, memo, tmp_path):
 def test_qlora_upcast_decides_the_dtype_of_the_unquantized_weights(upcast, memo, tiny_wide_causal_dir,
                                                                   tmp_path):
     """peft's QLoRA preparation casts embeddings and norms to fp32; ``upcast=false`` keeps the base's bf16,
-    and so does the default (None) on a bf16 base: the fp32 cast guards fp16 bases only."""
+    and so does the default (None) on a bf16 base: the fp32 cast guards fp16 bases only. Without the cast
+    the adapters compute in bf16 too, as LoRA's do."""
     if problem := bitsandbytes_problem():
         pytest.skip(f"qlora-4bit cannot run on this machine: {problem}")
     settings = TrainSettings(max_steps=4, batch_size=4, eval_every=4, dtype="bfloat16", val_limit=None)
@@ -186,4 +187,7 @@ def test_qlora_upcast_decides_the_dtype_of_the_unquantized_weights(upcast, memo,
     result = train(str(tiny_wide_causal_dir), [f"jsonl:{memo}"], "qlora-4bit", params, tmp_path / "run", settings)
     embeddings = result.model.get_input_embeddings().weight
     assert embeddings.dtype == (torch.float32 if upcast else torch.bfloat16)
+    # the adapters compute in bf16 unless the fp32 recipe was asked for (fp32 copies cost QLoRA its memory saving)
+    compute = json.loads((tmp_path / "run" / "config.json").read_text())["compute"]
+    assert compute["bf16_adapters"] is (not upcast) and compute["autocast_bf16"] is (not upcast)
     assert result.best_val_loss < result.initial_val_loss

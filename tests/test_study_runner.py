@@ -258,6 +258,26 @@ def test_end_to_end_tiny_model(tmp_path, tiny_causal_dir, capsys):
     assert (run_dirs[0] / "train" / "adapter").is_dir() and (run_dirs[0] / "eval" / "generations.jsonl").exists()
 
 
+def test_eval_dtype_reaches_generation_and_only_a_set_one_changes_run_ids(tmp_path, tiny_causal_dir, capsys):
+    """`eval_dtype: bfloat16` generates in bf16 (recorded in the run's config) as a run of its own;
+    the default (float32) leaves run keys as they were before the option existed."""
+    data = write_dataset(tmp_path)
+    extra = "generation: {max_new_tokens: 4, batch_size: 4}\n"
+    study_file = write_study(tmp_path, tiny_causal_dir, data, extra)
+    study_file.write_text(study_file.read_text().replace("arms: [zero-shot, icl, lora]", "arms: [zero-shot]"))
+    out = tmp_path / "out"
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
+    assert run_cli(["study", str(study_file), "--out", str(out), "eval_dtype=bfloat16"], capsys)[0] == 0
+    states = [json.loads(p.read_text()) for p in out.glob("runs/*/run.json")]
+    assert len(states) == 2 and all(s["status"] == "done" for s in states)
+    by_dtype = {s["key"].get("eval_dtype", "float32"): s for s in states}
+    assert set(by_dtype) == {"float32", "bfloat16"} and "eval_dtype" not in by_dtype["float32"]["key"]
+    configs = {json.loads(p.read_text())["request"]["dtype"]: json.loads(p.read_text())
+               for p in out.glob("runs/*/eval/config.json")}
+    assert set(configs) == {"float32", "bfloat16"}
+    assert configs["bfloat16"]["model"]["dtype"] == "bfloat16"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # about 2 minutes on 2 idle cores; far longer when the machine is shared
 def test_default_study_small(tmp_path, real_home, monkeypatch, capsys):

@@ -91,6 +91,10 @@ class TrainMethod(Method):
     def check_supported(self, loaded: Any) -> None:
         """Raise a one-line error when this method cannot train ``loaded`` (or cannot run here)."""
 
+    def computes_in_bf16(self, loaded: Any, params: Any) -> bool:
+        """Whether, with these params, the adapters may compute in a bf16 base's dtype (``bf16_compute``)."""
+        return self.bf16_compute
+
     def peft_config(self, loaded: Any, params: Any) -> Any:
         raise NotImplementedError
 
@@ -169,7 +173,13 @@ class Dora(Lora):
 
 class _QLora(Lora):
     Params = QLoraParams
-    bf16_compute = False  # bitsandbytes layers choose their own compute dtype
+    # On a bf16 base the adapters compute in bf16 like LoRA's: in fp32 (peft casts each adapted layer's
+    # input to the fp32 adapter weights) the copies kept for the backward cost more memory than
+    # quantizing a small model saves (benchmarks/README.md, "QLoRA's memory"). Not when `upcast` asks for fp32.
+    bf16_compute = True
+
+    def computes_in_bf16(self, loaded, params):
+        return not _upcasts(params, loaded)
 
     def check_supported(self, loaded):
         from codepeft.models.quantization import bitsandbytes_problem

@@ -88,7 +88,7 @@ def generate_arm(spec: RunSpec, run_dir: Path, adapter: Path | None, data_dir: P
         method=spec.method if prompt_arm else "zero-shot",
         method_params=spec.params if prompt_arm else None,
         settings=spec.generation, run_dir=Path(run_dir), limit=spec.test_size, adapter=adapter,
-        data_dir=data_dir, pool_split=dataset.demonstration_split,
+        data_dir=data_dir, pool_split=dataset.demonstration_split, dtype=spec.eval_dtype,
     )
 
 

@@ -58,6 +58,7 @@ class RunSpec:
     generation: GenerationSettings
     seed: int
     test_size: int | None
+    eval_dtype: str = "float32"  #: the dtype test generations run in (``StudyConfig.eval_dtype``)
     key: dict[str, Any] = field(default_factory=dict)
     run_id: str = ""
 
@@ -108,6 +109,8 @@ def run_key(spec: RunSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "test_size": spec.test_size,
     }
+    if spec.eval_dtype != "float32":  # only when set: runs planned before the option keep their ids
+        key["eval_dtype"] = spec.eval_dtype
     if spec.kind == "train":
         key["dataset"].update(train_split=dataset.train_split, validation_split=dataset.validation_split,
                               train_checksum=spec.dataset.checksums.get(dataset.train_split))
@@ -216,7 +219,8 @@ def plan_runs(config: StudyConfig, data_dir: Path | None = None, check_models: b
                         # a seeded prompt method (ICL's random draw) follows the study's seed
                         params = method.params({**config.arms[arm].params, "seed": seed})
                     spec = RunSpec(model, dataset, arm, method.name, method.kind, params, training,
-                                   config.generation_for(arm, seed), seed, config.limits.test_size)
+                                   config.generation_for(arm, seed), seed, config.limits.test_size,
+                                   config.eval_dtype)
                     spec.key = run_key(spec)
                     spec.run_id = sha256_json(spec.key)[:12]
                     runs.append(spec)

@@ -14,7 +14,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -276,7 +276,7 @@ class _Recipe:
         if self.batching == "packed" and not (self.causal and method.packs):
             self.batching = "grouped"  # virtual tokens / encoder-decoder: one sequence per row
         model = method.wrap(self.loaded, self.job.params)
-        self.compute = precision(settings, method, str(self.loaded.identity.get("dtype")))
+        self.compute = precision(settings, method, self.job.params, self.loaded)
         apply_speedups(model, settings, self.batching, self.compute, undo)
         if settings.gradient_checkpointing:
             model.gradient_checkpointing_enable()
@@ -330,7 +330,7 @@ class _Recipe:
         with writing(self.out / CONFIG):
             write_json(self.out / CONFIG, {**self.job.config, "base": self.loaded.identity, "batching": self.batching,
                                            "total_steps": self.total_steps, "eval_every": self.eval_every,
-                                           "finished": False})
+                                           "compute": asdict(self.compute), "finished": False})
             write_json(self.out / "environment.json", environment(self.settings.seed, self.checksums))
 
     def log(self, record: dict[str, Any]) -> None:

@@ -28,15 +28,16 @@ class Precision:
     autocast_bf16: bool
 
 
-def precision(settings: TrainSettings, method: Any, base_dtype: str) -> Precision:
+def precision(settings: TrainSettings, method: Any, params: Any, loaded: Any) -> Precision:
     """Full fine-tuning keeps fp32 master weights and computes in bf16 where the base would have been bf16.
 
     peft keeps adapter weights in fp32 and casts every adapted layer's input to fp32 and back; for
     LoRA those casts cost more than the adapter itself on CPU, so (``bf16_adapters``) the adapters
     compute in bf16 under autocast, their fp32 weights staying the optimizer's master copy.
     """
+    base_dtype = str(loaded.identity.get("dtype"))
     base_bf16 = base_dtype == "bfloat16"
-    bf16_adapters = settings.bf16_adapters and base_bf16 and method.bf16_compute
+    bf16_adapters = settings.bf16_adapters and base_bf16 and method.computes_in_bf16(loaded, params)
     autocast_bf16 = (method.trains_base_weights and base_bf16) or bf16_adapters
     return Precision(base_dtype, bf16_adapters, autocast_bf16)
 
