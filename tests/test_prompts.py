@@ -104,6 +104,12 @@ def test_unknown_style_is_rejected(conala, base_tokenizer):
         ("sorted(lst)\n```\n\nThis sorts the list.", "sorted(lst)"),
         ("Here it is:\n```python\nx = 1 | 2\n", "x = 1 | 2"),
         ("Sure.\n```\ny = '<a>'\n```", "y = '<a>'"),
+        # unfenced code closed by a fence, then prose and more blocks: the code, not the prose after it
+        ("def f(x):\n    return x\n```\n\nUse it so:\n\n```python\nf(1) == 1\n```", "def f(x):\n    return x"),
+        ("def f(x):\n    return x\n```", "def f(x):\n    return x"),
+        # cut at the replications' stop ("\n```\n\n"): an unclosed block, or code before it
+        ("Here:\n```python\ndef f():\n    pass", "def f():\n    pass"),
+        ("Here:\n```\ndef f():\n    pass\n```\n```python\ng()\n```", "def f():\n    pass"),
     ],
 )
 def test_extract_code(text, code):

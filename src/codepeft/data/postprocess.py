@@ -6,6 +6,7 @@ reference study cut predictions at the first ``<`` or ``>`` through an unescaped
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Sequence
 
@@ -15,16 +16,37 @@ _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+\-]*)[ \t]*\n?(.*?)(?:```|\Z)", re.D
 def extract_code(text: str) -> str:
     """The first fenced code block if the text has one (closed or not), else the text itself.
 
-    A lone fence without a language tag after some code (``x = 1\n```\nprose``) closes a block
-    the model never opened (instruction-style answers are unfenced): the code is what precedes it.
+    A fence without a language tag after some text may close a block the model never opened
+    (answers that start with unfenced code: ``x = 1\n```\nprose``); then the code is what precedes
+    it. See ``_closes_a_block``.
     """
     match = _FENCE.search(text)
     if match is None:
         return text.strip("\n").rstrip()
     before = text[: match.start()]
-    if before.strip() and not match.group(1) and text.count("```") == 1:
+    if before.strip() and not match.group(1) and _closes_a_block(before, text[match.start() + 3 :], match.group(2)):
         return before.strip("\n").rstrip()
     return match.group(2).strip("\n").rstrip()
+
+
+def _closes_a_block(before: str, after: str, block: str) -> bool:
+    """Whether a fence without a language tag between ``before`` and ``after`` closes a block.
+
+    An opening fence is followed by code, so a fence followed by a blank line or by nothing closes
+    one; otherwise it closes one when the text before it is Python and the "block" after it is not
+    (``def f(): ...\n```\nThis function...`` against ``Here it is:\n```\ndef f(): ...``).
+    """
+    if not after.strip() or after.startswith(("\n\n", "\n\r\n")):
+        return True
+    return _is_python(before) and not _is_python(block)
+
+
+def _is_python(text: str) -> bool:
+    try:
+        ast.parse(text.strip("\n"))
+    except (SyntaxError, ValueError):  # ValueError: null bytes
+        return False
+    return True
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:
