@@ -272,8 +272,8 @@ def test_eval_dtype_reaches_generation_and_only_a_set_one_changes_run_ids(tmp_pa
     assert len(states) == 2 and all(s["status"] == "done" for s in states)
     by_dtype = {s["key"].get("eval_dtype", "float32"): s for s in states}
     assert set(by_dtype) == {"float32", "bfloat16"} and "eval_dtype" not in by_dtype["float32"]["key"]
-    configs = {json.loads(p.read_text())["request"]["dtype"]: json.loads(p.read_text())
-               for p in out.glob("runs/*/eval/config.json")}
+    configs = [json.loads(p.read_text()) for p in out.glob("runs/*/eval/config.json")]
+    configs = {c["request"]["dtype"]: c for c in configs}
     assert set(configs) == {"float32", "bfloat16"}
     assert configs["bfloat16"]["model"]["dtype"] == "bfloat16"
 
