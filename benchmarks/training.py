@@ -1,6 +1,7 @@
 """Training throughput: the reference study's fixed padding against codepeft's default, side by side.
 
-LoRA on the CoNaLa training split with smollm2-135m, the same number of optimizer steps per arm:
+LoRA on the CoNaLa training split (``--dataset mbpp``: MBPP's, four times the tokens a step) with smollm2-135m,
+the same number of optimizer steps per arm:
 
 - ``reference``: every example padded to 64 + 64 = 128 tokens, batch 8, the vocabulary logits of
   every position and peft's fp32 adapter compute (the reference study's way, transformers' defaults);
@@ -22,7 +23,9 @@ LoRA on the CoNaLa training split with smollm2-135m, the same number of optimize
   ``prompt-tuning``, ``prefix-tuning`` (both batched by length, padded: virtual tokens cannot share a
   packed row), ``qlora-4bit``, ``qlora-4bit-bf16`` (``upcast=false``: the unquantized weights stay
   bf16), ``qlora-8bit``, ``qlora-8bit-bf16`` (likewise), ``qlora-4bit-upcast`` / ``qlora-8bit-upcast``
-  (``upcast=true``: peft's fp32 cast, the default before issue 14 made it fp16-only) and ``full``.
+  (``upcast=true``: peft's fp32 cast, the default before issue 14 made it fp16-only),
+  ``qlora-4bit-peft`` / ``qlora-8bit-peft`` (peft's bitsandbytes LoRA layers instead of the fused ones
+  on the quantized base) and ``full``.
   ``common val`` scores each arm's trained model the same way; for ``full`` MFU counts 6 FLOPs per
   matmul weight and token (all are trained); virtual tokens are not real tokens.
 
@@ -89,6 +92,9 @@ ARMS = {
     "qlora-8bit": {"method": "qlora-8bit"},
     "qlora-4bit-bf16": {"method": "qlora-4bit", "params": {"upcast": False}},
     "qlora-8bit-bf16": {"method": "qlora-8bit", "params": {"upcast": False}},
+    # peft's bitsandbytes LoRA layers (QLoRA before the fused layers took quantized bases)
+    "qlora-4bit-peft": {"method": "qlora-4bit", "fused_lora": False},
+    "qlora-8bit-peft": {"method": "qlora-8bit", "fused_lora": False},
     # the QLoRA recipe's fp32 cast forced (the default before it became fp16 bases only)
     "qlora-4bit-upcast": {"method": "qlora-4bit", "params": {"upcast": True}},
     "qlora-8bit-upcast": {"method": "qlora-8bit", "params": {"upcast": True}},
@@ -154,9 +160,9 @@ def run_arm(name: str, args: argparse.Namespace, out: Path, seed: int) -> dict:
         "import json,sys; from codepeft.training import train, TrainSettings; "
         f"sys.path.insert(0, {str(Path(__file__).parent)!r}); from training import common_val_loss; "
         "s = TrainSettings(**json.loads(sys.argv[1])); "
-        f"r = train({args.model!r}, ['conala'], {method!r}, {params!r}, {str(out)!r}, s); "
+        f"r = train({args.model!r}, [{args.dataset!r}], {method!r}, {params!r}, {str(out)!r}, s); "
         "print('RESULT', json.dumps({'val': r.best_val_loss, 'initial': r.initial_val_loss, "
-        "'common': common_val_loss(r.model, sys.argv[2], s.val_limit)}))"
+        f"'common': common_val_loss(r.model, sys.argv[2], s.val_limit, {args.dataset!r})}}))"
     )
     env = dict(os.environ, **({"CODEPEFT_THREADS": str(args.threads)} if args.threads else {}))  # common_val too
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(settings), args.model], capture_output=True,
@@ -173,8 +179,9 @@ def run_arm(name: str, args: argparse.Namespace, out: Path, seed: int) -> dict:
             "steady_share": (last["tokens"] - first["tokens"]) / costs["tokens_seen"], "seed": seed}
 
 
-def common_val_loss(model: object, model_spec: str, limit: int | None) -> float:
-    """Validation loss of a trained LoRA model on CoNaLa's validation split, the same way for every arm."""
+def common_val_loss(model: object, model_spec: str, limit: int | None, dataset: str = "conala") -> float:
+    """Validation loss of a trained model on the data set's validation split, the same way for every arm
+    (examples cut at 128 tokens for CoNaLa, the reference's 64 + 64, else at 512)."""
     import torch
 
     from codepeft.data import get_task
@@ -183,14 +190,15 @@ def common_val_loss(model: object, model_spec: str, limit: int | None) -> float:
     from codepeft.training.data import collate, tokenize_all
 
     loaded = load_model(model_spec, dtype="bfloat16")  # for its tokenizer and prompt style
-    task = get_task("conala", default_data_dir())
-    items = tokenize_all(task, task.load("validation")[:limit], loaded, 128)
+    task = get_task(dataset, default_data_dir())
+    length = 128 if dataset == "conala" else 512
+    items = tokenize_all(task, task.load("validation")[:limit], loaded, length)
     model.eval()
     total = count = 0.0
     with torch.no_grad():
         for start in range(0, len(items), 8):
             batch = items[start : start + 8]
-            inputs = collate(batch, "grouped", True, loaded.tokenizer.pad_token_id, 128)
+            inputs = collate(batch, "grouped", True, loaded.tokenizer.pad_token_id, length)
             targets = sum(item.target_tokens(True) for item in batch)
             total += float(model(**inputs, use_cache=False).loss) * targets
             count += targets
@@ -200,6 +208,9 @@ def common_val_loss(model: object, model_spec: str, limit: int | None) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--dataset", default="conala",
+                        help="training data (mbpp: ~1,700 real tokens a step against CoNaLa's ~400, where memory "
+                        "differences that grow with the tokens show)")
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per arm")
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs per arm (medians reported)")
     parser.add_argument("--arms", default="reference,codepeft", help=f"comma list of {', '.join(ARMS)}")
@@ -241,7 +252,7 @@ def main() -> None:
     baseline = median(arms[0], "tokens_per_second")
     steady_baseline = median(arms[0], "steady_tokens_per_second")
     print(f"\nbf16 matmul peak ({threads} threads): {peak / 1e9:.1f} GFLOP/s before, {peak_after / 1e9:.1f} after; "
-          f"{args.steps} steps x batch 8 per arm, {args.repeats} repeat(s) x seeds {args.seeds}, "
+          f"{args.steps} steps x batch 8 per arm on {args.dataset}, {args.repeats} repeat(s) x seeds {args.seeds}, "
           f"torch {torch.__version__}")
     header = f"{'arm':<16} {'real tok/s':>10} {'ratio':>6} {'steady':>7} {'ratio':>6} {'pad %':>6} {'val loss':>9} " \
              f"{'common val':>10} {'peak RSS':>9} {'MFU':>6} {'steady':>7} {'train s':>8}"

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny import save_tiny, write_memorisable
+from tiny import build_tokenizer, save_tiny, write_memorisable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,6 +36,26 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 def tiny_causal_dir(tmp_path_factory) -> Path:
     """A tiny random Llama with a chat-template tokenizer, saved as a local model directory."""
     return save_tiny(tmp_path_factory.mktemp("tiny-causal"), "causal", chat=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_wide_causal_dir(tmp_path_factory) -> Path:
+    """A tiny Llama 64 wide (bitsandbytes' CPU 4-bit kernels need widths divisible by 64) whose weights start
+    larger than the default 0.02: with tiny random embeddings the logits cannot move far unless the embeddings
+    themselves are trained, so only full fine-tuning could show it memorises."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tokenizer(chat=True)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                         tie_word_embeddings=True, initializer_range=0.2)
+    directory = tmp_path_factory.mktemp("tiny-wide")
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 @pytest.fixture(scope="session")

@@ -22,27 +22,6 @@ METHODS = sorted(train_methods())
 # memorising 4 examples in a few steps needs larger steps than the defaults (meant for real data)
 TEST_LR = {"lora": 1e-2, "dora": 1e-2, "qlora-4bit": 1e-2, "qlora-8bit": 1e-2, "ia3": 1e-1,
            "prompt-tuning": 1e-1, "prefix-tuning": 3e-2, "full": 3e-3}
-@pytest.fixture(scope="session")
-def tiny_wide_causal_dir(tmp_path_factory) -> Path:
-    """A tiny Llama 64 wide (bitsandbytes' CPU 4-bit kernels need widths divisible by 64) whose weights start
-    larger than the default 0.02: with tiny random embeddings the logits cannot move far unless the embeddings
-    themselves are trained, so only full fine-tuning could show it memorises."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from tiny import build_tokenizer
-
-    tokenizer = build_tokenizer(chat=True)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-                         tie_word_embeddings=True, initializer_range=0.2)
-    directory = tmp_path_factory.mktemp("tiny-wide")
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 def expected_trainable(method: str, model, params: dict) -> int:
     """Trainable parameters the method implies, computed from the base model's own layers."""
     from codepeft.models import find_target_modules

@@ -196,7 +196,21 @@ class _QLora(Lora):
             # Casts every unquantized weight to fp32 (the embeddings too, so the whole residual stream
             # computes in fp32); gradient checkpointing stays a setting of ours.
             loaded.model = prepare_model_for_kbit_training(loaded.model, use_gradient_checkpointing=False)
+        _keep_4bit_weights_trainable(loaded.model)
         return super().wrap(loaded, params)
+
+
+def _keep_4bit_weights_trainable(model: Any) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for its CPU inference kernel while this model trains.
+
+    bitsandbytes (0.50) repacks a ``Linear4bit``'s weight on its first eval forward without gradients
+    (training's validation), and from then on no gradient flows through that layer: the adapters below
+    it would learn from the residual stream alone (measured: MBPP validation loss 1.544 -> 1.540 in six
+    steps, 1.549 -> 1.332 without the repacking). A model loaded for generation repacks as usual.
+    """
+    for module in model.modules():
+        if type(module).__name__ == "Linear4bit" and hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _upcasts(params: QLoraParams, loaded) -> bool:

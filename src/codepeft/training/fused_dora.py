@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from codepeft.training.fused_lora import (
     _dropout_probability,
+    _kept,
     _linear,
     drop_positions,
     fusable_adapter,
@@ -100,11 +101,7 @@ class DoraLinearFunction(torch.autograd.Function):
         a, b = lora_a.to(dtype), (lora_b * factor).to(dtype)
         ratio_minus_one = (ratio - 1).to(dtype)  # small: bf16 keeps its precision where m / n itself would lose it
         base = _linear(rows, weight, packed and packed[0])
-        kept = rows
-        if dropped is not None:
-            kept = rows.clone()
-            kept.view(-1).index_fill_(0, dropped, 0)
-        low = torch.mm(kept, a.t())
+        low = torch.mm(_kept(rows, dropped), a.t())
         if dropped is None:  # v = (W + s B A) x, y = (m / n) v
             direction = base.addmm_(low, b.t())
             out = torch.addcmul(direction, direction, ratio_minus_one)
@@ -115,7 +112,8 @@ class DoraLinearFunction(torch.autograd.Function):
             out = base.add_(lora).addcmul_(direction, ratio_minus_one)
         if bias is not None:
             out.add_(bias)
-        ctx.save_for_backward(weight, kept, low, a, lora_b, direction, norm, ratio, dropped)
+        # as in fused_lora: the input is saved, not its dropped copy
+        ctx.save_for_backward(weight, rows, low, a, lora_b, direction, norm, ratio, dropped)
         ctx.weight_t, ctx.packed_transpose = weight_t, packed and packed[1]  # frozen constants, not in the graph
         ctx.factor, ctx.keep_scale = factor, keep_scale
         ctx.param_dtypes = (lora_a.dtype, lora_b.dtype, magnitude.dtype)
@@ -124,14 +122,14 @@ class DoraLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        weight, kept, low, a, lora_b, direction, norm, ratio, dropped = ctx.saved_tensors
+        weight, x_rows, low, a, lora_b, direction, norm, ratio, dropped = ctx.saved_tensors
         dtype = weight.dtype
         grad_rows = grad.reshape(-1, grad.shape[-1]).to(dtype)
         grad_magnitude = (grad_rows * direction).sum(0, dtype=torch.float32).div_(norm).to(ctx.param_dtypes[2])
         # the adapter sees g * m / n: fold m / n into the small up-projection instead of scaling g
         b_ratio = (lora_b * (ratio * ctx.factor)[:, None]).to(dtype)
         grad_low = torch.mm(grad_rows, b_ratio)
-        grad_a = torch.mm(grad_low.t(), kept).to(ctx.param_dtypes[0])  # grad_low carries the factor already
+        grad_a = torch.mm(grad_low.t(), _kept(x_rows, dropped)).to(ctx.param_dtypes[0])  # grad_low carries the factor
         grad_b = torch.mm(grad_rows.t(), low).float().mul_((ratio * ctx.factor)[:, None]).to(ctx.param_dtypes[1])
         weight_t = ctx.weight_t if ctx.weight_t is not None else weight.t()
         ratio_minus_one = (ratio - 1).to(dtype)

@@ -19,8 +19,17 @@ products per layer and step skip the reorder oneDNN otherwise does on every call
 their own (``[618, 576] x [576, 1536]`` in bf16), at the cost of two packed copies of the base
 weights while training.
 
-Used for training (``TrainSettings.fused_lora``) on plain LoRA layers whose adapter computes in the
-base weight's dtype; DoRA and other variants, quantized bases and anything else keep peft's forward.
+The function saves the layer's input and the dropped positions, not a dropped copy of the input, and
+zeroes those positions again in the backward: layers that read the same input (q, k and v; gate and
+up) then keep one tensor between them instead of one copy each.
+
+QLoRA's layers (peft's LoRA on a frozen bitsandbytes int8 or NF4 base) use the same function with the
+base weight dequantized on each call, forward and backward, as bitsandbytes does on CPU
+(``dequantize.py``); nothing dequantized is kept between the two, so quantizing saves memory instead
+of peft's unfused path costing more (its dropout copy and bitsandbytes' own saved input).
+
+Used for training (``TrainSettings.fused_lora``) on plain LoRA and QLoRA layers whose adapter computes
+in the base's compute dtype; DoRA (``fused_dora.py``), other variants and anything else keep peft's forward.
 It calls private oneDNN ops (``torch.ops.mkldnn._*``) and replaces peft's ``forward``, so it is used
 only on the torch and peft releases it was verified on (``VERIFIED``); on any other, training keeps
 peft's layers and logs why.
@@ -28,17 +37,23 @@ peft's layers and logs why.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import math
+from collections.abc import Callable
 from types import MethodType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from codepeft.training.dequantize import compute_dtype, dequantizer, usable
+
 #: where a fused layer keeps its prepacked base weights (an instance attribute, not a parameter or buffer)
 PACKED = "_codepeft_packed_weight"
+#: where a fused layer on a quantized base keeps how to dequantize it (``dequantize.dequantizer``)
+DEQUANTIZE = "_codepeft_dequantize"
 #: the torch and peft releases (major.minor) the fused layers were checked on against peft's (tests/test_fused_lora.py)
 VERIFIED = {"torch": "2.13", "peft": "0.21"}
 log = logging.getLogger(__name__)
@@ -107,23 +122,25 @@ class LoraLinearFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lora_a: torch.Tensor,
-                lora_b: torch.Tensor, scaling: float, dropped: torch.Tensor | None, keep_scale: float,
-                packed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float, dropped: torch.Tensor | None,
+                keep_scale: float, packed: tuple[torch.Tensor, torch.Tensor] | None = None,
+                dequantize: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, shape[-1])
-        dtype = weight.dtype
+        base = weight if dequantize is None else dequantize()
+        dtype = base.dtype
         factor = scaling * keep_scale  # the adapter's scaling and dropout's 1 / (1 - p), folded into out x r numbers
         a = lora_a.to(dtype)
         b = (lora_b * factor).to(dtype)
-        out = _linear(rows, weight, packed and packed[0], bias)
-        kept = rows
-        if dropped is not None:
-            kept = rows.clone()
-            kept.view(-1).index_fill_(0, dropped, 0)
-        low = torch.mm(kept, a.t())
+        out = _linear(rows, base, packed and packed[0], bias)
+        low = torch.mm(_kept(rows, dropped), a.t())
         out.addmm_(low, b.t())
-        ctx.save_for_backward(weight, kept, low, a, b, dropped)
+        # The input itself is saved, not its dropped copy: the input is usually alive anyway (q, k and v,
+        # gate and up share theirs), so a layer adds no input-sized tensor; the backward drops it again.
+        # A quantized weight is not saved either: it is dequantized again for the input gradient.
+        ctx.save_for_backward(weight, rows, low, a, b, dropped)
+        ctx.dequantize = dequantize
         ctx.packed_transpose = packed and packed[1]  # a frozen constant, not part of the graph
         ctx.factor = factor
         ctx.param_dtypes = (lora_a.dtype, lora_b.dtype)
@@ -132,19 +149,29 @@ class LoraLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        weight, kept, low, a, b, dropped = ctx.saved_tensors
-        grad_rows = grad.reshape(-1, grad.shape[-1]).to(weight.dtype)
+        weight, rows, low, a, b, dropped = ctx.saved_tensors
+        base = weight if ctx.dequantize is None else ctx.dequantize()
+        grad_rows = grad.reshape(-1, grad.shape[-1]).to(base.dtype)
         grad_low = torch.mm(grad_rows, b)
         grad_x = torch.mm(grad_low, a)
         if dropped is not None:
             grad_x.view(-1).index_fill_(0, dropped, 0)
         if ctx.packed_transpose is None:
-            grad_x.addmm_(grad_rows, weight)  # the base layer's input gradient, accumulated in place
+            grad_x.addmm_(grad_rows, base)  # the base layer's input gradient, accumulated in place
         else:
             grad_x = torch.ops.mkldnn._linear_pointwise.binary(grad_rows, grad_x, ctx.packed_transpose, None, "add")
-        grad_a = torch.mm(grad_low.t(), kept).to(ctx.param_dtypes[0])  # grad_low carries the factor already
+        grad_a = torch.mm(grad_low.t(), _kept(rows, dropped)).to(ctx.param_dtypes[0])  # grad_low carries the factor
         grad_b = torch.mm(grad_rows.t(), low).to(ctx.param_dtypes[1]).mul_(ctx.factor)
-        return grad_x.view(ctx.input_shape), None, None, grad_a, grad_b, None, None, None, None
+        return grad_x.view(ctx.input_shape), None, None, grad_a, grad_b, None, None, None, None, None
+
+
+def _kept(rows: torch.Tensor, dropped: torch.Tensor | None) -> torch.Tensor:
+    """``rows`` with the dropped elements zeroed (a new tensor), or ``rows`` itself without dropout."""
+    if dropped is None:
+        return rows
+    kept = rows.clone()
+    kept.view(-1).index_fill_(0, dropped, 0)
+    return kept
 
 
 def _dropout_probability(module: torch.nn.Module) -> float | None:
@@ -160,13 +187,16 @@ def _dropout_probability(module: torch.nn.Module) -> float | None:
 
 def _fusable(layer: torch.nn.Module) -> bool:
     from peft.tuners.lora.layer import Linear as LoraLinear
+    from peft.tuners.lora.layer import LoraLayer
 
-    if not isinstance(layer, LoraLinear) or layer.merged or layer.fan_in_fan_out:
+    if not isinstance(layer, LoraLayer) or layer.merged or getattr(layer, "fan_in_fan_out", False):
         return False
     adapters = [name for name in layer.active_adapters if name in layer.lora_A]
     if len(adapters) != 1 or adapters[0] in layer.lora_variant:  # DoRA and other variants keep peft's forward
         return False
-    return plain_adapter_layer(layer, adapters[0])
+    if isinstance(layer, LoraLinear):
+        return plain_adapter_layer(layer, adapters[0])
+    return quantized_adapter_layer(layer, adapters[0])  # QLoRA: peft's bitsandbytes LoRA layers
 
 
 def plain_adapter_layer(layer: Any, name: str) -> bool:
@@ -177,10 +207,21 @@ def plain_adapter_layer(layer: Any, name: str) -> bool:
             and _dropout_probability(layer.lora_dropout[name]) is not None)
 
 
+def quantized_adapter_layer(layer: Any, name: str) -> bool:
+    """A frozen bitsandbytes base that ``dequantize.dequantizer`` knows, with a plain adapter as above."""
+    return (dequantizer(layer.base_layer) is not None
+            and layer.lora_A[name].bias is None and layer.lora_B[name].bias is None
+            and _dropout_probability(layer.lora_dropout[name]) is not None)
+
+
 def fusable_adapter(layer: Any, x: torch.Tensor, args: tuple, kwargs: dict) -> str | None:
     """The one active adapter a fused forward can run for this call, or None (then peft's forward runs)."""
     names = [name for name in layer.active_adapters if name in layer.lora_A]
-    weight_dtype = layer.base_layer.weight.dtype
+    base = layer.base_layer
+    quantized = DEQUANTIZE in layer.__dict__
+    if quantized and not usable(base):
+        return None
+    weight_dtype = compute_dtype(base, x) if quantized else base.weight.dtype
     device = x.device.type
     other_autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) != weight_dtype
     if (args or kwargs or layer.disable_adapters or layer.merged or len(names) != 1 or x.dtype != weight_dtype
@@ -198,8 +239,13 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
     dropped, keep_scale = None, 1.0
     if self.training and p > 0:
         dropped, keep_scale = drop_positions(x.numel(), p, x.device), 1 / (1 - p)
-    return LoraLinearFunction.apply(x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
-                                    float(self.scaling[name]), dropped, keep_scale, self.__dict__.get(PACKED))
+    weight, bias, dequantize = base.weight, base.bias, None
+    if (to_dtype := self.__dict__.get(DEQUANTIZE)) is not None:
+        weight, dequantize = None, functools.partial(to_dtype, x.dtype)
+        bias = None if bias is None else bias.to(x.dtype)
+    return LoraLinearFunction.apply(x, weight, bias, self.lora_A[name].weight, self.lora_B[name].weight,
+                                    float(self.scaling[name]), dropped, keep_scale, self.__dict__.get(PACKED),
+                                    dequantize)
 
 
 def use_fused_lora(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -213,7 +259,9 @@ def use_fused_lora(model: torch.nn.Module) -> list[torch.nn.Module]:
     layers = [module for module in model.modules() if _fusable(module)]
     for layer in layers:
         layer.forward = MethodType(_fused_forward, layer)
-        if (packed := pack_weight(layer.base_layer.weight)) is not None:
+        if (to_dtype := dequantizer(layer.base_layer)) is not None:
+            layer.__dict__[DEQUANTIZE] = to_dtype
+        elif (packed := pack_weight(layer.base_layer.weight)) is not None:
             layer.__dict__[PACKED] = packed
     return layers
 
@@ -223,3 +271,4 @@ def restore_lora(layers: list[torch.nn.Module]) -> None:
     for layer in layers:
         layer.__dict__.pop("forward", None)
         layer.__dict__.pop(PACKED, None)
+        layer.__dict__.pop(DEQUANTIZE, None)
