@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from codepeft.models.dequantize import dequantizer
 from codepeft.models.quantization import bitsandbytes_problem
-from codepeft.training.dequantize import dequantizer
 from codepeft.training.fused_lora import DEQUANTIZE, PACKED, LoraLinearFunction, restore_lora, use_fused_lora
 
 pytestmark = pytest.mark.skipif(bool(bitsandbytes_problem()), reason=f"bitsandbytes: {bitsandbytes_problem()}")

@@ -124,7 +124,7 @@ def _expected(loaded, prompt: str) -> str:
     ({**BASE, "quantization": "4bit"}, "hf", "4bit-quantized"),
     ({**BASE, "adapter": "/a", "adapter_method": "prefix-tuning"}, "hf", "prefix tuning"),
     ({**BASE, "adapter": "/a", "adapter_method": "prompt-tuning"}, "hf", "no directory on disk"),
-    ({**BASE, "adapter": "/a", "adapter_method": "qlora-4bit"}, "hf", "4-bit bitsandbytes base"),
+    ({**BASE, "adapter": "/a", "adapter_method": "qlora-4bit"}, "hf", "attached in memory"),
     ({**BASE, "adapter": "/a", "adapter_method": "lora"}, "hf", "attached in memory"),
     ({**BASE, "path": "/nowhere"}, "hf", "no directory on disk"),
 ])
@@ -144,6 +144,9 @@ def test_vllm_is_chosen_for_bases_full_models_and_merged_adapters(tmp_path):
     assert (full.name, full.model_dir) == ("vllm", "/full")
     merged = {**BASE, "adapter": "/a", "adapter_method": "dora", "vllm_model_dir": "/merged"}
     assert choose_backend("auto", merged, installed=INSTALLED).model_dir == "/merged"
+    qlora = {**BASE, "adapter": "/a", "adapter_method": "qlora-8bit", "dequantized_from": "8bit",
+             "vllm_model_dir": "/merged-qlora"}
+    assert choose_backend("auto", qlora, installed=INSTALLED).model_dir == "/merged-qlora"
     assert base.record() == {"name": "vllm", "requested": "auto", "reason": "base model", "vllm_version": "0.32.0",
                              "python": "/venv/bin/python", "model_dir": str(tmp_path)}
 

@@ -25,9 +25,7 @@ VLLM_VENV = ".venv-vllm"
 #: adapter methods vLLM cannot run, and why (they fall back to transformers)
 UNSUPPORTED_ADAPTERS = {
     "prefix-tuning": "prefix tuning adds past key/values that vLLM cannot take",
-    "qlora-4bit": "the adapter was trained on a 4-bit bitsandbytes base that vLLM does not load",
-    "qlora-8bit": "the adapter was trained on an 8-bit bitsandbytes base that vLLM does not load",
-}
+}  # QLoRA adapters run on their base's quantized weights dequantized, merged (``load_for_backend``)
 #: adapter methods vLLM runs on the base model, fed each prompt's embeddings (the adapter's virtual
 #: tokens, then the prompt's token embeddings) instead of its token ids
 PROMPT_EMBEDDING_ADAPTERS = frozenset({"prompt-tuning"})
@@ -125,7 +123,7 @@ def choose_backend(requested: str, identity: dict[str, Any],
     """The backend for a model with ``identity`` (``load_model``'s), given what was requested.
 
     ``hf`` always runs transformers. ``vllm`` and ``auto`` run vLLM when the model can use it;
-    when it cannot (prefix tuning, QLoRA, seq2seq, a prompt-tuning adapter decoded by beam search)
+    when it cannot (prefix tuning, seq2seq, a prompt-tuning adapter decoded by beam search)
     both fall back to transformers with the reason. A missing vLLM environment is an error for
     ``vllm`` and a fallback for ``auto``.
     """

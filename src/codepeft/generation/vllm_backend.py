@@ -213,8 +213,10 @@ def merged_checkpoint(loaded: LoadedModel) -> Path:
 
     adapter = Path(loaded.identity["adapter"])
     files = {p.name: sha256_file(p) for p in sorted(adapter.iterdir()) if p.is_file()}
+    dequantized = loaded.identity.get("dequantized_from")  # QLoRA: the quantized weights' values, not the base's
     key = sha256_json({"adapter": files, "base": loaded.identity.get("config_sha256"),
-                       "path": loaded.identity.get("path"), "dtype": loaded.identity.get("dtype")})[:20]
+                       "path": loaded.identity.get("path"), "dtype": loaded.identity.get("dtype"),
+                       **({"dequantized_from": dequantized} if dequantized else {})})[:20]
     target = codepeft_home() / "merged" / key
     if (target / "config.json").is_file():
         return target
@@ -246,6 +248,32 @@ def _adapter_method(adapter: str | Path | None) -> str | None:
     return read_adapter_meta(Path(adapter).expanduser()).get("method")
 
 
+def _quantized_base(adapter: str | Path | None) -> dict | None:
+    """The base identity a QLoRA adapter was trained on (bitsandbytes-quantized), else None."""
+    if adapter is None or not Path(adapter).expanduser().exists():
+        return None
+    from codepeft.models.adapters import read_adapter_meta
+
+    base = read_adapter_meta(Path(adapter).expanduser()).get("base", {})
+    return base if base.get("quantization") else None
+
+
+def _load_dequantized(model: str | Path, base: dict, dtype: str, adapter: str | Path, merge: bool,
+                      threads: int | None) -> LoadedModel:
+    """A QLoRA adapter on its base's quantized weights, dequantized to ``dtype`` (see ``models.dequantize``).
+
+    The base is quantized as in training (same scheme, from the same dtype), so the weights are the
+    values the adapter was trained against; as plain layers they merge, and vLLM loads the result.
+    """
+    from codepeft.models.adapters import attach_adapter
+    from codepeft.models.dequantize import dequantized
+    from codepeft.models.loading import load_model, resolve_dtype
+
+    quantized = load_model(model, dtype=base.get("dtype") or "auto", quantization=base["quantization"],
+                           threads=threads)
+    return attach_adapter(dequantized(quantized, resolve_dtype(dtype)), adapter, merge)
+
+
 def load_for_backend(model: str | Path, requested: str, *, dtype: str, adapter: str | Path | None,
                      threads: int | None, strategy: str = "greedy") -> tuple[LoadedModel, BackendChoice]:
     """Load ``model`` (with ``adapter``) for the backend that will decode it, and say which one that is.
@@ -260,7 +288,10 @@ def load_for_backend(model: str | Path, requested: str, *, dtype: str, adapter: 
     method = _adapter_method(adapter)
     vllm = wants_vllm(requested, method, strategy=strategy)  # may raise: vllm asked, not installed
     merge = vllm and method not in (None, "full") and not uses_prompt_embeds(method)
-    loaded = load_model(model, dtype=dtype, adapter=adapter, merge=merge, threads=threads)
+    if (base := _quantized_base(adapter)) is not None:
+        loaded = _load_dequantized(model, base, dtype, adapter, merge, threads)
+    else:
+        loaded = load_model(model, dtype=dtype, adapter=adapter, merge=merge, threads=threads)
     if merge:
         loaded.identity["vllm_model_dir"] = str(merged_checkpoint(loaded))
     choice = choose_backend(requested, loaded.identity, strategy=strategy)

@@ -25,7 +25,7 @@ up) then keep one tensor between them instead of one copy each.
 
 QLoRA's layers (peft's LoRA on a frozen bitsandbytes int8 or NF4 base) use the same function with the
 base weight dequantized on each call, forward and backward, as bitsandbytes does on CPU
-(``dequantize.py``); nothing dequantized is kept between the two, so quantizing saves memory instead
+(``codepeft.models.dequantize``); nothing dequantized is kept between the two, so quantizing saves memory instead
 of peft's unfused path costing more (its dropout copy and bitsandbytes' own saved input).
 
 Used for training (``TrainSettings.fused_lora``) on plain LoRA and QLoRA layers whose adapter computes
@@ -48,7 +48,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from codepeft.training.dequantize import compute_dtype, dequantizer, usable
+from codepeft.models.dequantize import compute_dtype, dequantizer, usable
 
 #: where a fused layer keeps its prepacked base weights (an instance attribute, not a parameter or buffer)
 PACKED = "_codepeft_packed_weight"

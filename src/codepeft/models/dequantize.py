@@ -69,3 +69,48 @@ def _4bit_weight(layer: Any, dtype: torch.dtype) -> torch.Tensor:
 def usable(layer: torch.nn.Module) -> bool:
     """Whether ``dequantizer`` still applies (a 4-bit layer may have been repacked for inference since)."""
     return type(layer).__name__ != "Linear4bit" or _plain_4bit(layer)
+
+
+def dequantized(loaded: Any, dtype: str | torch.dtype) -> Any:
+    """``loaded`` (a bitsandbytes-quantized base) with every quantized linear layer replaced by a plain
+    ``nn.Linear`` holding its dequantized weight in ``dtype``: the weights QLoRA trained against, as
+    values, in a model that merges adapters and saves a checkpoint vLLM loads.
+
+    The identity records ``quantization: None`` and ``dequantized_from`` (the scheme), so the model is
+    told apart from the unquantized base. A layer this module does not know is an error, not kept
+    quantized in silence.
+    """
+    import dataclasses
+
+    from codepeft.errors import CodepeftError
+
+    target = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    model = loaded.model
+    for name, module in list(model.named_modules()):
+        kind = type(module).__name__
+        if kind not in ("Linear8bitLt", "Linear4bit"):
+            continue
+        to_dtype = dequantizer(module)
+        if to_dtype is None:
+            raise CodepeftError(f"cannot dequantize {name} ({kind}): generate with --backend hf on the quantized base")
+        plain = torch.nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
+                                device="meta")
+        plain.weight = torch.nn.Parameter(to_dtype(torch.float32).to(target), requires_grad=False)
+        if module.bias is not None:
+            plain.bias = torch.nn.Parameter(module.bias.detach().to(target), requires_grad=False)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, plain)
+    # transformers would refuse to cast a model it still believes quantized, and save its quantization config
+    for attribute in ("is_quantized", "is_loaded_in_8bit", "is_loaded_in_4bit"):
+        if getattr(model, attribute, False):
+            setattr(model, attribute, False)
+    for attribute in ("quantization_method", "hf_quantizer"):
+        if getattr(model, attribute, None) is not None:
+            setattr(model, attribute, None)
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    model.to(target)
+    model.config.dtype = target
+    identity = {**loaded.identity, "quantization": None, "dequantized_from": loaded.identity.get("quantization"),
+                "dtype": str(target).removeprefix("torch.")}
+    return dataclasses.replace(loaded, model=model, identity=identity)
