@@ -1,4 +1,4 @@
-"""Frozen bitsandbytes base layers as a weight the fused LoRA layers can use: dequantized on each call.
+"""Frozen bitsandbytes base layers as plain weights: per call for training, once for generation.
 
 QLoRA's base layers hold int8 (LLM.int8) or NF4 weights. On CPU bitsandbytes trains them by
 dequantizing the weight and multiplying in the activations' dtype; ``fused_lora`` does the same inside
@@ -10,6 +10,9 @@ the only copy of the base that lives through a step.
 ``dequantizer(layer)`` says whether a base layer can be used this way and how; anything else (fp16
 weights that still train, bitsandbytes' inference-only CPU packing of 4-bit weights, layers this
 module does not know) returns None and keeps peft's forward.
+
+``dequantized(loaded, dtype)`` does it once for a whole model, for generation: a QLoRA adapter then
+runs on the values it was trained against in plain layers, merges, and vLLM loads the result.
 """
 
 from __future__ import annotations
