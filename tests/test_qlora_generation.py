@@ -55,6 +55,8 @@ def test_a_qlora_adapter_generates_on_its_dequantized_base(qlora_adapter, tiny_w
 def test_the_merged_qlora_checkpoint_is_a_plain_model_with_the_same_outputs(qlora_adapter, tiny_wide_causal_dir):
     """What vLLM loads: the adapter merged into the dequantized weights, saved without a quantization config;
     a dequantized merge gets its own cache key, apart from a merge on the unquantized base."""
+    from safetensors.torch import load_file
+
     from codepeft.generation.vllm_backend import _load_dequantized, merged_checkpoint
     from codepeft.models import load_model
 
@@ -68,7 +70,11 @@ def test_the_merged_qlora_checkpoint_is_a_plain_model_with_the_same_outputs(qlor
     ids = torch.randint(3, 60, (2, 10), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(_logits(reloaded.model, ids), _logits(unmerged.model, ids), rtol=1e-4, atol=1e-4)
     plain = load_model(str(tiny_wide_causal_dir), dtype="float32", adapter=adapter, merge=True)
-    assert merged_checkpoint(plain) != directory
+    plain_directory = merged_checkpoint(plain)
+    assert plain_directory != directory
+    # the same tensors (names, shapes, dtypes) as a merge on the unquantized base: vLLM loads it alike
+    saved, expected = (load_file(d / "model.safetensors") for d in (directory, plain_directory))
+    assert {k: (v.shape, v.dtype) for k, v in saved.items()} == {k: (v.shape, v.dtype) for k, v in expected.items()}
 
 
 def test_evaluate_runs_a_qlora_adapter_on_vllm(qlora_adapter, fake_vllm, tiny_wide_causal_dir, data_dir,  # noqa: F811
