@@ -111,3 +111,36 @@ def test_vllm_prompt_tuning_fp32_greedy_raw_text_equals_transformers(prompt_tune
     differing = [f"{key}: {a.texts[0]!r} != {b.texts[0]!r}"
                  for (key, _), a, b in zip(items, reference, candidate, strict=True) if a.texts != b.texts]
     assert not differing, "\n".join(differing)
+
+
+@pytest.fixture(scope="module")
+def qlora_tuned(real_home, memo, tmp_path_factory):
+    """A QLoRA 8-bit adapter trained a few steps on smollm2-135m (bf16 base, as QLoRA trains here)."""
+    from codepeft.models.quantization import bitsandbytes_problem
+    from codepeft.training import TrainSettings, train
+
+    if problem := bitsandbytes_problem():
+        pytest.skip(f"qlora-8bit cannot run on this machine: {problem}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CODEPEFT_HOME", str(real_home))
+        result = train("smollm2-135m", f"jsonl:{memo}", "qlora-8bit", {"lr": 1e-3}, tmp_path_factory.mktemp("qlora"),
+                       TrainSettings(max_steps=3, batch_size=4, eval_every=3, dtype="bfloat16", val_limit=None))
+    return result.adapter_dir
+
+
+def test_vllm_qlora_fp32_greedy_raw_text_equals_transformers(qlora_tuned, data_dir):
+    """A QLoRA adapter merged into its base's dequantized 8-bit weights (what vLLM loads) decodes as the same
+    dequantized model with the adapter attached does on transformers."""
+    settings = GenerationSettings(max_new_tokens=64, batch_size=8)
+    light, choice = load_for_backend("smollm2-135m", "vllm", dtype="float32", adapter=qlora_tuned, threads=None)
+    assert choice.name == "vllm" and "qlora-8bit adapter merged" in choice.reason
+    assert light.identity["dequantized_from"] == "8bit"
+    items = _prompts(light, data_dir, {"conala": 8, "humaneval": 4})
+    prompts = [text for _, text in items]
+    candidate = generate(light, prompts, settings.model_copy(update={"backend": "vllm"}), backend=choice)
+    loaded, hf = load_for_backend("smollm2-135m", "hf", dtype="float32", adapter=qlora_tuned, threads=None)
+    reference = generate(loaded, prompts, settings.model_copy(update={"backend": "hf"}), backend=hf)
+    assert all(g.new_tokens[0] > 0 for g in candidate)
+    differing = [f"{key}: {a.texts[0]!r} != {b.texts[0]!r}"
+                 for (key, _), a, b in zip(items, reference, candidate, strict=True) if a.texts != b.texts]
+    assert not differing, "\n".join(differing)
