@@ -93,7 +93,7 @@ def _saved_bytes(model, batch):
 
 
 @pytest.mark.parametrize("method", ["qlora-8bit", "qlora-4bit", "lora"])
-def test_fused_layers_keep_less_for_the_backward_than_peft_s(method, tiny_wide_causal_dir):
+def test_fused_layers_keep_less_for_the_backward_than_peft_s(method, tiny_wide_causal_dir, monkeypatch):
     """With dropout, peft's layers keep a dropped copy of every adapted layer's input (and bitsandbytes its
     own reference); the fused layers keep the input and the dropped positions: fewer bytes, by at least a
     third of the adapted inputs' size here."""
@@ -105,13 +105,10 @@ def test_fused_layers_keep_less_for_the_backward_than_peft_s(method, tiny_wide_c
     layers = use_fused_lora(model)
     calls = []
     apply = LoraLinearFunction.apply
-    LoraLinearFunction.apply = lambda *args: calls.append(1) or apply(*args)
-    try:
-        torch.manual_seed(0)
-        fused_bytes = _saved_bytes(model, batch)
-    finally:
-        LoraLinearFunction.apply = apply
-        restore_lora(layers)
+    monkeypatch.setattr(LoraLinearFunction, "apply", lambda *args: calls.append(1) or apply(*args))
+    torch.manual_seed(0)
+    fused_bytes = _saved_bytes(model, batch)
+    restore_lora(layers)
     assert len(calls) == len(layers) > 0
     tokens = batch["input_ids"].numel()
     adapted_inputs = sum(layer.in_features for layer in layers) * tokens * 2  # bf16

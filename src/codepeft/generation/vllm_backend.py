@@ -240,22 +240,13 @@ def without_weights(loaded: LoadedModel, keep_prompt: bool = False) -> LoadedMod
     return replace(loaded, model=light)
 
 
-def _adapter_method(adapter: str | Path | None) -> str | None:
+def _adapter_meta(adapter: str | Path | None) -> dict:
+    """What ``codepeft train`` recorded beside the adapter (its method, the base it trained on); {} if none."""
     if adapter is None or not Path(adapter).expanduser().exists():
-        return None  # load_model reports a missing adapter
+        return {}  # load_model reports a missing adapter
     from codepeft.models.adapters import read_adapter_meta
 
-    return read_adapter_meta(Path(adapter).expanduser()).get("method")
-
-
-def _quantized_base(adapter: str | Path | None) -> dict | None:
-    """The base identity a QLoRA adapter was trained on (bitsandbytes-quantized), else None."""
-    if adapter is None or not Path(adapter).expanduser().exists():
-        return None
-    from codepeft.models.adapters import read_adapter_meta
-
-    base = read_adapter_meta(Path(adapter).expanduser()).get("base", {})
-    return base if base.get("quantization") else None
+    return read_adapter_meta(Path(adapter).expanduser())
 
 
 def _load_dequantized(model: str | Path, base: dict, dtype: str, adapter: str | Path, merge: bool,
@@ -285,10 +276,11 @@ def load_for_backend(model: str | Path, requested: str, *, dtype: str, adapter: 
     from codepeft.generation.backends import choose_backend, uses_prompt_embeds, wants_vllm
     from codepeft.models.loading import load_model
 
-    method = _adapter_method(adapter)
+    meta = _adapter_meta(adapter)
+    method, base = meta.get("method"), meta.get("base", {})
     vllm = wants_vllm(requested, method, strategy=strategy)  # may raise: vllm asked, not installed
     merge = vllm and method not in (None, "full") and not uses_prompt_embeds(method)
-    if (base := _quantized_base(adapter)) is not None:
+    if base.get("quantization"):  # QLoRA: trained on a bitsandbytes-quantized base
         loaded = _load_dequantized(model, base, dtype, adapter, merge, threads)
     else:
         loaded = load_model(model, dtype=dtype, adapter=adapter, merge=merge, threads=threads)

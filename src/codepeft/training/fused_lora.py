@@ -202,15 +202,16 @@ def _fusable(layer: torch.nn.Module) -> bool:
 def plain_adapter_layer(layer: Any, name: str) -> bool:
     """A frozen plain ``nn.Linear`` base, bias-free adapter matrices and a dropout we can draw ourselves."""
     base = layer.base_layer
-    return (type(base) is torch.nn.Linear and not base.weight.requires_grad
-            and layer.lora_A[name].bias is None and layer.lora_B[name].bias is None
-            and _dropout_probability(layer.lora_dropout[name]) is not None)
+    return type(base) is torch.nn.Linear and not base.weight.requires_grad and _plain_adapter(layer, name)
 
 
 def quantized_adapter_layer(layer: Any, name: str) -> bool:
     """A frozen bitsandbytes base that ``dequantize.dequantizer`` knows, with a plain adapter as above."""
-    return (dequantizer(layer.base_layer) is not None
-            and layer.lora_A[name].bias is None and layer.lora_B[name].bias is None
+    return dequantizer(layer.base_layer) is not None and _plain_adapter(layer, name)
+
+
+def _plain_adapter(layer: Any, name: str) -> bool:
+    return (layer.lora_A[name].bias is None and layer.lora_B[name].bias is None
             and _dropout_probability(layer.lora_dropout[name]) is not None)
 
 
