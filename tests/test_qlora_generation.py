@@ -23,6 +23,12 @@ def qlora_adapter(request, memo, tiny_wide_causal_dir, tmp_path_factory):
     return request.param, out / "adapter"
 
 
+@pytest.fixture(autouse=True)
+def _own_merge_cache(tmp_path, monkeypatch):
+    """Merged checkpoints go to this test's own home: other tests count the checkpoints in the shared one."""
+    monkeypatch.setenv("CODEPEFT_HOME", str(tmp_path / "codepeft-home"))
+
+
 def _logits(model, ids):
     with torch.no_grad():
         return model(input_ids=ids).logits.float()
