@@ -223,7 +223,8 @@ def test_planned_method_params_are_validated_once_and_passed_as_objects(data_dir
     from codepeft.methods import get_method
     from codepeft.study.engines import train_arm
 
-    config = load_study(PRESETS / "conala.yaml", ["models=[smollm2-135m]", "arms=[lora]", "arms.lora.params.r=4"])
+    config = load_study(PRESETS / "conala.yaml", ["models=[smollm2-135m]", "arms=[lora]", "arms.lora.params.r=4",
+                                                  "comparisons=[]"])
     (spec,) = plan_runs(config, data_dir, check_models=False)
     lora = get_method("lora")
     assert isinstance(spec.params, lora.Params) and spec.params.r == 4

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from codepeft.cli import main
-from codepeft.rundir import append_generations, write_json
+from codepeft.rundir import GENERATIONS, append_generations, read_generations, write_json
 
 ROWS = [("train" if i < 12 else "validation" if i < 16 else "test", i) for i in range(22)]
 
@@ -49,6 +49,7 @@ class FakeEngines:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
         self.fail: dict[tuple[str, str], BaseException] = {}
+        self.kill_after: dict[str, tuple[int, float]] = {}  # arm -> (records saved, seconds each), then killed
 
     def _maybe_fail(self, stage: str, arm: str) -> None:
         self.calls.append((stage, arm))
@@ -65,11 +66,13 @@ class FakeEngines:
             '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 2, "val_loss": 1.7, "best": true}\n')
 
     def generate(self, spec, run_dir, adapter, data_dir):
+        """Append the records not saved yet (as the real one resumes); ``kill_after`` stops early."""
         self._maybe_fail("generate", spec.arm)
         run_dir.mkdir(parents=True, exist_ok=True)
         task = spec.dataset.task
         examples = task.load(spec.dataset.spec.test_split)[: spec.test_size]
         write_json(run_dir / "config.json", {"model_identity": {"spec": spec.model, "num_parameters": 100_000}})
+        saved = {r["id"] for r in read_generations(run_dir).records} if (run_dir / GENERATIONS).exists() else set()
         records = []
         for index, example in enumerate(examples):
             right = spec.arm == "lora" or (spec.arm == "zero-shot" and index % 2 == 0)
@@ -78,6 +81,12 @@ class FakeEngines:
                             "reference": example.reference, "tests": example.tests,
                             "prompt_tokens": 10 + 40 * (spec.arm == "icl"), "demonstrations": [],
                             "new_tokens": [5], "seconds": 0.01})
+        records = [r for r in records if r["id"] not in saved]
+        kill = self.kill_after.pop(spec.arm, None)
+        if kill is not None:
+            count, seconds = kill
+            append_generations(run_dir, [{**r, "seconds": seconds} for r in records[:count]])
+            raise KeyboardInterrupt
         append_generations(run_dir, records)
         return run_dir
 
@@ -168,6 +177,47 @@ def test_killed_study_resumes_without_redoing_finished_work(toy, fakes, capsys):
     assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
     assert fakes.calls == [("generate", "lora")]  # zero-shot and icl reused, lora's training kept
     assert all(r["status"] == "done" for r in read_rows(out))
+
+
+def test_resumed_generation_counts_the_time_of_records_a_killed_attempt_saved(toy, fakes, capsys):
+    """A killed attempt never adds its time itself: the records it saved carry it (their ``seconds``)."""
+    study_file, out = toy
+    fakes.kill_after["zero-shot"] = (2, 30.0)
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] != 0
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
+    state = json.loads(next(out.glob("runs/*zero-shot*/run.json")).read_text())
+    assert state["attempts"] == 2 and state["cpu_counts_children"] is True
+    assert state["timings"]["generation_resumed_seconds"] == 60.0
+    assert 60.0 <= state["timings"]["generation_seconds"] < 70.0
+    rows = {r["arm"]: r for r in read_rows(out)}
+    assert float(rows["zero-shot"]["generation_seconds"]) >= 60.0
+    assert float(rows["icl"]["generation_seconds"]) < 10.0  # runs that were not killed add nothing
+
+
+def test_killed_attempts_add_nothing_when_generation_started_over():
+    from codepeft.study.runner import count_killed_attempts
+
+    timings = {"generation_seconds": 5.0}
+    count_killed_attempts(timings, [("a", 3.0)], [("b", 1.0), ("a", 3.0)])  # the file was rewritten
+    count_killed_attempts(timings, [], [("a", 1.0)])  # nothing was saved before
+    assert timings == {"generation_seconds": 5.0}
+    count_killed_attempts(timings, [("a", 3.0)], [("a", 3.0), ("b", 1.0)])
+    assert timings == {"generation_seconds": 8.0, "generation_resumed_seconds": 3.0}
+
+
+def test_cpu_time_counts_finished_child_processes():
+    """vLLM's worker and sandboxed programs are child processes: their CPU time is the run's too."""
+    import subprocess
+    import sys
+    import time
+
+    from codepeft.study.runner import cpu_seconds
+
+    before, own_before = cpu_seconds(), time.process_time()
+    subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.5\n"
+                    "while time.process_time() < end: pass"], check=True)
+    assert cpu_seconds() - before >= 0.5
+    assert time.process_time() - own_before < 0.4  # this process alone did not do that work
 
 
 def test_failed_run_is_reported_and_the_study_goes_on(toy, fakes, capsys):
@@ -424,3 +474,39 @@ def test_dry_run_prints_the_plan_with_sizes_time_and_resolution(toy, fakes, caps
     assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
     code, stdout, _ = run_cli(["study", str(study_file), "--out", str(out), "--dry-run"], capsys)
     assert code == 0 and stdout.count("(done)") == 3 and f"measured in {out}" in stdout
+
+
+def test_dry_run_says_which_runs_a_killed_study_resumes_and_counts_their_time(toy, fakes, capsys):
+    study_file, out = toy
+    fakes.kill_after["lora"] = (1, 0.01)
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] != 0
+    code, stdout, _ = run_cli(["study", str(study_file), "--out", str(out), "--dry-run"], capsys)
+    assert code == 0
+    lines = {line.split("  ")[0].split(" · ")[-2]: line for line in stdout.splitlines() if line.startswith("run ")}
+    assert "(done)" in lines["zero-shot"] and "(done)" in lines["icl"]
+    assert "(resumes: failed)" in lines["lora"]  # not "done": its generation was interrupted
+
+
+def test_report_tests_the_best_arm_against_every_other_and_the_planned_pairs(tmp_path, tiny_causal_dir, fakes,
+                                                                           capsys):
+    data = write_dataset(tmp_path)
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(
+        f"name: toy\nmodels: ['{tiny_causal_dir}']\ndatasets: ['jsonl:{data}']\n"
+        "arms: [zero-shot, icl, rag, lora]\nmetrics: [em]\nprimary_metric: em@1\n"
+        "limits: {test_size: 6, max_steps: 2}\ntracking: none\ncomparisons: [[icl, rag], [icl, lora]]\n")
+    out = tmp_path / "out"
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
+    text = (out / "report.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()
+            if line.startswith("| ") and " vs " in line.split(" | ")[0]}
+    assert set(rows) == {"lora vs icl", "lora vs rag", "icl vs rag"}  # icl-lora planned too: tested once
+    assert "+100.0" in rows["lora vs icl"] and "| 6 / 0 |" in rows["lora vs icl"]
+    assert "+0.0" in rows["icl vs rag"] and "not resolved" in rows["icl vs rag"]
+    findings = " ".join(text.split("## Findings", 1)[1].split("runs (", 1)[0].split())
+    assert "Against the other arms: icl +100.0 [+100.0, +100.0] (p=0.031, Holm 0.19, not resolved); rag" in findings
+    assert "Planned comparisons: icl vs rag +0.0" in findings
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    lora = next(s for s in summary if s["arm"] == "lora")["metrics"]["em@1"]
+    assert lora["vs_zero_shot"]["comparisons"] == 6  # 3 vs zero-shot + lora vs icl, lora vs rag, icl vs rag
+    assert "Arms against each other on em@1" in (out / "report.html").read_text()

@@ -189,6 +189,21 @@ def append_generations(run_dir: Path, records: Iterable[dict[str, Any]]) -> None
             handle.flush()
 
 
+def saved_generations(run_dir: Path) -> list[tuple[str, float]]:
+    """(id, seconds) of each record already in a run's generations file; empty when there is none.
+
+    What a killed attempt left behind: its records carry the generation time they took, which the
+    attempt itself never got to add to the run's timings."""
+    path = Path(run_dir) / GENERATIONS
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    try:
+        records = read_generations(path).records
+    except CodepeftError:
+        return []
+    return [(str(r["id"]), float(r.get("seconds") or 0.0)) for r in records]
+
+
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
     with open(path, encoding="utf-8") as handle:
         yield from enumerate(handle, start=1)

@@ -29,6 +29,9 @@ class Panel:
     metrics: list[str]
     columns: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
+    pair_rows: list[list[str]] = field(default_factory=list)  # arm-vs-arm tests on the primary metric
+
+    PAIR_COLUMNS = ("comparison", "Δ [95% CI]", "p", "p Holm", "wins / losses", "verdict")
 
     @property
     def title(self) -> str:
@@ -142,7 +145,37 @@ def build_panels(summary: list[dict[str, Any]]) -> list[Panel]:
                 number(costs.get("prompt_tokens_mean"), 0), runs,
             ]
             panel.rows.append(cells)
+        panel.pair_rows = pair_rows(panel)
     return list(panels.values())
+
+
+def between_arms(panel: Panel) -> list[tuple[str, dict[str, Any]]]:
+    """The panel's arm-vs-arm tests on its primary metric: (first arm, test), the test naming the other."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for entry in panel.entries:
+        result = entry["metrics"].get(panel.primary) or {}
+        tests = [result.get("vs_runner_up"), *(result.get("vs_arms") or {}).values()]
+        for test in tests:
+            if test and not test.get("same_as_vs_zero_shot") and all(test is not t for _, t in found):
+                found.append((entry["arm"], test))
+    return found
+
+
+def resolved(test: dict[str, Any], alpha: float = 0.05) -> bool:
+    p = test.get("p_holm", test.get("p_value"))
+    return isinstance(p, int | float) and not math.isnan(p) and p < alpha
+
+
+def pair_rows(panel: Panel) -> list[list[str]]:
+    digits = digits_for(panel.primary)
+    rows = []
+    for arm, test in between_arms(panel):
+        holm = test.get("p_holm")
+        rows.append([f"{arm} vs {test['arm']}", difference_text(test, digits), f"{test['p_value']:.2g}",
+                     f"{holm:.2g}" if isinstance(holm, int | float) else "–",
+                     f"{test.get('wins', '–')} / {test.get('losses', '–')}",
+                     "resolved" if resolved(test) else "not resolved"])
+    return rows
 
 
 def gather(study_dir: Path) -> ReportData:

@@ -2,9 +2,9 @@
 
 Per (data set, model): which arm is best on the primary metric and by how much against zero-shot
 (the per-problem difference with its 95% interval and Holm-adjusted p), at what cost; whether the
-best beats the runner-up; which arms do not differ from zero-shot; the smallest difference the
-study can resolve at its size (with a warning above 5 points); and the train arms that had not
-converged. Every number comes from ``results.json``'s summary.
+best beats the runner-up and every other arm; the planned comparisons; which arms do not differ from
+zero-shot; the smallest difference the study can resolve at its size (with a warning above 5
+points); and the train arms that had not converged. Every number comes from ``results.json``'s summary.
 """
 
 from __future__ import annotations
@@ -12,7 +12,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from codepeft.report.content import Panel, difference_text, digits_for, number, p_text, params_text
+from codepeft.report.content import (
+    Panel,
+    between_arms,
+    difference_text,
+    digits_for,
+    number,
+    p_text,
+    params_text,
+)
 from codepeft.study.evidence import WARN_POINTS
 from codepeft.study.results import BASELINE_METHOD
 
@@ -56,6 +64,15 @@ def panel_findings(panel: Panel) -> str:
         word = "resolved" if _significant(runner) else "not resolved"
         parts.append(f"Over the runner-up {runner['arm']}: {difference_text(runner, digits)} "
                      f"({p_text(runner)}, {word}).")
+    others = [(arm, test) for arm, test in between_arms(panel) if test is not runner]
+    against = [f"{test['arm']} {difference_text(test, digits)} ({p_text(test)}, "
+               f"{'resolved' if _significant(test) else 'not resolved'})" for arm, test in others if arm == best["arm"]]
+    if against:
+        parts.append(f"Against the other arms: {'; '.join(against)}.")
+    planned = [f"{arm} vs {test['arm']} {difference_text(test, digits)} ({p_text(test)}, "
+               f"{'resolved' if _significant(test) else 'not resolved'})" for arm, test in others if arm != best["arm"]]
+    if planned:
+        parts.append(f"Planned comparisons: {'; '.join(planned)}.")
     same = [e["arm"] for e in ranked if e is not best and e["method"] != BASELINE_METHOD
             and not _significant(e["metrics"][metric].get("vs_zero_shot"))]
     if same:

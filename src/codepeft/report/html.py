@@ -79,6 +79,20 @@ def table_html(panel: Panel) -> str:
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
+def pairs_html(panel: Panel) -> str:
+    if not panel.pair_rows:
+        return ""
+    head = "".join(f'<th class="{"name" if i in (0, 5) else ""}">{esc(c)}</th>'
+                   for i, c in enumerate(panel.PAIR_COLUMNS))
+    body = "".join("<tr>" + "".join(f'<td class="{"name" if i in (0, 5) else ""}">{esc(c)}</td>'
+                                    for i, c in enumerate(row)) + "</tr>" for row in panel.pair_rows)
+    return (f"<h3>Arms against each other on {esc(panel.primary)}</h3>"
+            '<p class="muted">Per-problem difference (first arm minus second) with its bootstrap interval; paired '
+            "permutation test, Holm-adjusted with the comparisons against zero-shot.</p>"
+            f'<div class="scroll"><table class="pairs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
+
+
 def examples_html(items: list[dict[str, Any]]) -> str:
     if not items:
         return ""
@@ -136,7 +150,7 @@ def provenance_html(data: ReportData) -> str:
 def panel_html(data: ReportData, panel: Panel, examples_count: int) -> str:
     parts = [f"<h2>{esc(panel.title)}</h2>",
              f'<p class="muted">Primary metric: <b>{esc(panel.primary)}</b>. Sorted best first.</p>',
-             table_html(panel)]
+             table_html(panel), pairs_html(panel)]
     cost = plots.cost_figure(panel.entries, panel.primary, f"{panel.title}: {panel.primary} vs cost")
     if cost:
         parts += ["<h3>Effectiveness against cost</h3>",

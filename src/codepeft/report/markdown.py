@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from codepeft.report.content import Panel, ReportData
@@ -13,11 +14,23 @@ def _escape(cell: str) -> str:
     return cell.replace("|", "\\|").replace("\n", " ")
 
 
-def panel_table(panel: Panel) -> str:
-    lines = ["| " + " | ".join(_escape(c) for c in panel.columns) + " |",
-             "|" + "|".join("---:" if i == 0 or i > 2 else "---" for i in range(len(panel.columns))) + "|"]
-    lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in panel.rows]
+def table(columns: Sequence[str], rows: list[list[str]], text_columns: Sequence[int]) -> str:
+    lines = ["| " + " | ".join(_escape(c) for c in columns) + " |",
+             "|" + "|".join("---" if i in text_columns else "---:" for i in range(len(columns))) + "|"]
+    lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def panel_table(panel: Panel) -> str:
+    return table(panel.columns, panel.rows, (1, 2))
+
+
+def pairs_section(panel: Panel) -> list[str]:
+    if not panel.pair_rows:
+        return []
+    return [f"Arms against each other on {panel.primary} (per-problem difference, first arm minus second, with "
+            "its bootstrap interval; paired permutation test, Holm-adjusted with the comparisons against "
+            "zero-shot):", "", table(panel.PAIR_COLUMNS, panel.pair_rows, (0, 5)), ""]
 
 
 def render_markdown(data: ReportData) -> str:
@@ -41,7 +54,7 @@ def render_markdown(data: ReportData) -> str:
         "",
     ]
     for panel in data.panels:
-        parts += [f"## {panel.title}", "", panel_table(panel), ""]
+        parts += [f"## {panel.title}", "", panel_table(panel), "", *pairs_section(panel)]
     failed = [r for r in study.rows if r["status"] == "failed"]
     if failed:
         parts += ["## Failed runs", ""]

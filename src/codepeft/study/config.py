@@ -142,6 +142,9 @@ class StudyConfig(StrictModel):
     )
     ks: list[int] = Field(default_factory=lambda: [1], min_length=1)
     primary_metric: str | None = Field(None, description="leaderboard metric; None: pass@1 with tests, else codebleu")
+    comparisons: list[tuple[str, str]] = Field(
+        default_factory=list, description="planned paired tests on the primary metric, [arm, other arm] each, beside "
+        "every arm vs zero-shot and the best arm vs every other; all Holm-corrected together")
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     data_dir: str | None = None
     tracking: Literal["auto", "none", "mlflow", "tensorboard"] = "auto"
@@ -192,6 +195,14 @@ class StudyConfig(StrictModel):
         if len({d.task for d in self.datasets}) != len(self.datasets):
             raise ValueError("datasets lists the same data set twice")
         _check_distinct_seeds(self.seeds)
+        for pair in self.comparisons:
+            unknown = [arm for arm in pair if arm not in self.arms]
+            if unknown:
+                raise ValueError(f"comparisons names {unknown[0]!r}, which is not one of the arms "
+                                 f"({', '.join(self.arms)}): add the arm, or drop the pair (comparisons=[] "
+                                 "on the command line drops them all)")
+            if pair[0] == pair[1]:
+                raise ValueError(f"comparisons compares {pair[0]!r} with itself")
         return self
 
     def seeds_for(self, arm: str) -> list[int]:

@@ -3,7 +3,10 @@
 Comparisons, on the per-problem scores of each metric (averaged over seeds):
 
 - every arm against zero-shot on the same data set and model;
-- the best arm (by the primary metric's headline) against the runner-up, on the primary metric.
+- on the primary metric, the best arm (by its headline) against every other arm (``vs_runner_up``
+  is the one against the runner-up), and the pairs the study names in ``comparisons`` (planned
+  comparisons, e.g. each fine-tuning arm against ICL and RAG). Each pair's test sits on its first
+  arm's entry under ``vs_arms[other arm]`` (difference: first minus other), once per pair.
 
 Each metric's comparisons over the whole study are one family: Holm's step-down correction keeps the
 chance of any false "significant" in it at alpha (``p_holm`` beside each raw ``p_value``).
@@ -69,8 +72,9 @@ def _shared(a: dict[str, float], b: dict[str, float]) -> tuple[list[float], list
 
 
 def add_comparisons(summary: list[dict[str, Any]], problems: dict[tuple[str, str, str], dict[str, dict[str, float]]],
-                    baseline: str) -> None:
-    """Best vs runner-up, Holm-adjusted p-values and each metric's resolution, added to ``summary`` in place."""
+                    baseline: str, pairs: Sequence[Sequence[str]] = ()) -> None:
+    """Best vs every other arm, the planned ``pairs``, Holm-adjusted p-values and each metric's resolution,
+    added to ``summary`` in place."""
     panels: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for entry in summary:
         panels[(entry["model"], entry["dataset"])].append(entry)
@@ -79,6 +83,7 @@ def add_comparisons(summary: list[dict[str, Any]], problems: dict[tuple[str, str
         repeat = _runner_up(entries, problems.get, model, dataset, baseline)
         if repeat:
             repeats.append(repeat)
+        _between_arms(entries, problems.get, model, dataset, baseline, pairs)
         _resolution(entries, baseline)
     _holm(summary)
     for runner, same in repeats:  # best vs runner-up where one of them is zero-shot: the same comparison
@@ -89,9 +94,7 @@ def _runner_up(entries: list[dict[str, Any]], problems: Any, model: str, dataset
                baseline: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Test the best arm against the runner-up on the primary metric; returns (test, the same vs-zero-shot test)."""
     primary = entries[0].get("primary_metric") or ""
-    ranked = sorted((e for e in entries if isinstance(e["metrics"].get(primary, {}).get("mean"), int | float)
-                     and not math.isnan(e["metrics"][primary]["mean"])),
-                    key=lambda e: -e["metrics"][primary]["mean"])
+    ranked = _ranked(entries, primary)
     if len(ranked) < 2:
         return None
     best, runner = ranked[0], ranked[1]
@@ -107,6 +110,42 @@ def _runner_up(entries: list[dict[str, Any]], problems: Any, model: str, dataset
     other = runner if best["method"] == baseline else best
     test["same_as_vs_zero_shot"] = True
     return test, other["metrics"][primary].get("vs_zero_shot") or {}
+
+
+def _ranked(entries: list[dict[str, Any]], primary: str) -> list[dict[str, Any]]:
+    """Arms with a primary score, best first."""
+    scored = [e for e in entries if isinstance(e["metrics"].get(primary, {}).get("mean"), int | float)
+              and not math.isnan(e["metrics"][primary]["mean"])]
+    return sorted(scored, key=lambda e: -e["metrics"][primary]["mean"])
+
+
+def _between_arms(entries: list[dict[str, Any]], problems: Any, model: str, dataset: str, baseline: str,
+                  pairs: Sequence[Sequence[str]]) -> None:
+    """The best arm against every other arm, then the planned ``pairs``, on the primary metric.
+
+    Pairs with zero-shot are its ``vs_zero_shot`` tests already, and the best against the runner-up
+    is ``vs_runner_up``: both are reused, so no comparison enters Holm's family twice."""
+    primary = entries[0].get("primary_metric") or ""
+    ranked = _ranked(entries, primary)
+    by_arm = {e["arm"]: e for e in ranked}
+    wanted = [(ranked[0]["arm"], e["arm"]) for e in ranked[1:]] + [(a, b) for a, b in pairs]
+    done: set[frozenset[str]] = set()
+    for first, other in wanted:
+        if first not in by_arm or other not in by_arm or first == other or frozenset((first, other)) in done:
+            continue
+        done.add(frozenset((first, other)))
+        a, b = by_arm[first], by_arm[other]
+        if baseline in (a["method"], b["method"]):
+            continue  # the arm's vs_zero_shot test
+        result = a["metrics"][primary]
+        test = (result.get("vs_runner_up") or {})
+        if test.get("arm") != other:
+            scores_a, scores_b = _shared((problems((model, dataset, first)) or {}).get(primary, {}),
+                                         (problems((model, dataset, other)) or {}).get(primary, {}))
+            if not scores_a:
+                continue
+            test = {**paired_test(scores_a, scores_b).to_dict(), "arm": other}
+        result.setdefault("vs_arms", {})[other] = test
 
 
 def _resolution(entries: list[dict[str, Any]], baseline: str) -> None:
@@ -132,10 +171,10 @@ def _holm(summary: list[dict[str, Any]]) -> None:
     families: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for entry in summary:
         for metric, result in entry["metrics"].items():
-            for key in ("vs_zero_shot", "vs_runner_up"):
-                test = result.get(key)
+            tests = [result.get("vs_zero_shot"), result.get("vs_runner_up"), *(result.get("vs_arms") or {}).values()]
+            for test in tests:
                 if (test and not test.get("same_as_vs_zero_shot") and isinstance(test.get("p_value"), int | float)
-                        and not math.isnan(test["p_value"])):
+                        and not math.isnan(test["p_value"]) and all(test is not t for t in families[metric])):
                     families[metric].append(test)
     for tests in families.values():
         for test, adjusted in zip(tests, holm([t["p_value"] for t in tests]), strict=True):

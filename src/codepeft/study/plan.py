@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from codepeft.study.evidence import WARN_POINTS, plan_resolution, point
-from codepeft.study.runs import RunSpec, short_dataset, short_model
+from codepeft.study.runs import RunSpec, read_run_state, short_dataset, short_model
 
 #: Estimated idle 2-core rates of smollm2-135m on CoNaLa (docs/study.md): seconds per generated test
 #: problem by method ("train" for any fine-tuned arm), per training example (forward and backward,
@@ -160,11 +160,11 @@ def describe(runs: list[RunSpec], study_dir: Path, data_dir: Path | None) -> lis
     for spec in runs:
         rates = measured.get(spec.model) or REFERENCE_RATES.get(short_model(spec.model))
         seconds = expected_seconds(spec, plans[spec.dataset.spec.task], rates)
-        state = "done" if (study_dir / "runs" / spec.dirname / "run.json").exists() else "new"
+        state = run_state(study_dir / "runs" / spec.dirname)
         if seconds is None:
             unknown.append(spec.label)
         else:
-            total += seconds if state == "new" else 0.0
+            total += 0.0 if state == "done" else seconds  # a partial run counts in full: an upper bound
         when = f"~{_minutes(seconds)}" if seconds is not None else "time unknown"
         source = f" ({rates['source']})" if rates and seconds is not None else ""
         lines.append(f"run {spec.label}  ({state})  {when}{source}  {study_dir / 'runs' / spec.dirname}")
@@ -172,6 +172,15 @@ def describe(runs: list[RunSpec], study_dir: Path, data_dir: Path | None) -> lis
                  + (f" (plus {len(unknown)} runs without a measured rate)" if unknown else ""))
     lines += resolution_lines(runs)
     return lines
+
+
+def run_state(run_dir: Path) -> str:
+    """``done``, ``new``, or what a started run will resume (``resumes: training``, ``resumes: failed``)."""
+    state = read_run_state(run_dir)
+    if state is None:
+        return "new"
+    status = state.get("status")
+    return "done" if status == "done" else f"resumes: {status}"
 
 
 def resolution_lines(runs: list[RunSpec]) -> list[str]:

@@ -303,7 +303,7 @@ def summarize(study: Study) -> list[dict[str, Any]]:
             entry["converged"] = all(verdicts) if verdicts else None
             entry["convergence"] = sorted({r["convergence"] for r in done if r.get("convergence")})
         summary.append(entry)
-    add_comparisons(summary, problems_of, BASELINE_METHOD)
+    add_comparisons(summary, problems_of, BASELINE_METHOD, (study.index.get("config") or {}).get("comparisons") or [])
     return summary
 
 

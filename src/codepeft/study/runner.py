@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from codepeft.errors import CodepeftError
 from codepeft.provenance import environment
-from codepeft.rundir import METRICS, RunDir, read_json, write_json
+from codepeft.rundir import METRICS, RunDir, read_json, saved_generations, write_json
 from codepeft.study.config import StudyConfig, dump_study
 from codepeft.study.runs import (
     STUDY_INDEX,
@@ -305,16 +305,17 @@ class StudyRunner:
         state["status"] = status
         write_run_state(run_dir, state)
         self.on_event(RunEvent(spec, status))
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         with PeakMemory() as memory:
             did_work = work(spec, run_dir, state)
         if did_work:
             name = {"training": "train", "generating": "generation", "scoring": "scoring"}[status]
             timings = state["timings"]
             timings[f"{name}_seconds"] = round(timings.get(f"{name}_seconds", 0.0) + time.perf_counter() - started, 3)
-            # CPU time of this process (all threads): on a shared machine it says what the wall time would be alone
+            # CPU time (all threads, finished children too): on a shared machine, what the wall time would be alone
             timings[f"{name}_cpu_seconds"] = round(
-                timings.get(f"{name}_cpu_seconds", 0.0) + time.process_time() - cpu_started, 3)
+                timings.get(f"{name}_cpu_seconds", 0.0) + cpu_seconds() - cpu_started, 3)
+            state["cpu_counts_children"] = True  # older runs counted the study process alone
             peak = max(memory.peak_rss, state["peak_memory"].get(f"{name}_rss_bytes", 0))
             state["peak_memory"][f"{name}_rss_bytes"] = peak
             if memory.peak_gpu is not None:
@@ -337,8 +338,10 @@ class StudyRunner:
             return False
         from codepeft.study.engines import generate_arm
 
+        earlier = saved_generations(out)
         adapter = run_dir / TRAIN_DIR / "adapter" if spec.kind == "train" else None
         generate_arm(spec, out, adapter, self.data_dir)
+        count_killed_attempts(state["timings"], earlier, saved_generations(out))
         state["generated"] = True
         return True
 
@@ -357,6 +360,26 @@ class StudyRunner:
                   self.config.scoring.timeout, force=(run_dir / EVAL_DIR / METRICS).exists())
         state["scored_with"] = self.scoring_config(spec)
         return True
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its finished children (vLLM's worker, sandboxed code)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def count_killed_attempts(timings: dict[str, float], earlier: list[tuple[str, float]],
+                          final: list[tuple[str, float]]) -> None:
+    """Add the generation time of the records earlier, killed attempts saved to ``timings``.
+
+    A killed attempt never reaches ``_stage``'s bookkeeping, so without this a resumed run would
+    report only its last attempt's time. Nothing is added when generation started over (the saved
+    records are no longer the start of the final file)."""
+    if not earlier or final[: len(earlier)] != earlier:
+        return
+    seconds = sum(s for _, s in earlier)
+    for key in ("generation_seconds", "generation_resumed_seconds"):
+        timings[key] = round(timings.get(key, 0.0) + seconds, 3)
 
 
 def primary_score(run_dir: Path, spec: RunSpec) -> float | None:
