@@ -152,7 +152,9 @@ def step_flops(run: dict, shape: dict[str, int]) -> float:
 def run_arm(name: str, args: argparse.Namespace, out: Path, seed: int) -> dict:
     """Train one arm in a child process; return its costs.json, the final validation losses and its
     throughput after ``args.warmup`` steps (from the per-step log)."""
-    settings = {"max_steps": args.steps, "batch_size": 8, "eval_every": args.steps, "val_limit": args.val_limit,
+    # epochs: enough for --steps on any data set (the budget is epochs; max_steps only caps it)
+    settings = {"max_steps": args.steps, "epochs": 1000, "batch_size": 8, "eval_every": args.steps,
+                "val_limit": args.val_limit,
                 "seed": seed, "train_limit": args.train_limit, "force": True, "log_every": 1, "threads": args.threads,
                 **ARMS[name]}
     method, params = settings.pop("method", "lora"), settings.pop("params", None)

@@ -32,7 +32,8 @@ def keep_freed_memory() -> bool:
     and over. By default glibc serves big blocks with fresh ``mmap``s and trims the heap when it shrinks,
     so the kernel zeroes those pages again on first touch every step: ~43,000 page faults and about 3% of
     a LoRA step of smollm2-135m on CPU (benchmarks/results/training.md). Serving every block from the heap
-    and never trimming it cuts that to ~10,000; memory freed stays with the process, whose peak is unchanged.
+    and never trimming it cuts that to ~10,000; memory freed stays with the process, whose peak grows a
+    little (one MBPP epoch: 6.29 vs 5.98 GiB, for 1.10x the tokens/s; benchmarks/README.md).
     Process-wide until ``restore_malloc_defaults`` (``training.speedups.kept_freed_memory`` scopes it
     to one training run); nothing happens on other C libraries.
     """
