@@ -158,6 +158,25 @@ def test_finished_runs_are_reused(toy, fakes, capsys):
     assert [p.stat().st_mtime_ns for p in metrics] == stamps
 
 
+def test_runs_scored_by_an_earlier_em_rule_are_rescored_not_regenerated(toy, fakes, capsys):
+    """EM@k of sampled candidates changed estimator once: a resumed study rescores what the old rule scored."""
+    study_file, out = toy
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
+    zero_shot = next(out.glob("runs/*zero-shot*"))
+    state = json.loads((zero_shot / "run.json").read_text())
+    assert state["scored_with"]["em_at_k"]
+    del state["scored_with"]["em_at_k"]  # as a run scored before the rule was recorded
+    write_json(zero_shot / "run.json", state)
+    metrics = zero_shot / "eval" / "metrics.json"
+    stamp = metrics.stat().st_mtime_ns
+    fakes.calls.clear()
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
+    assert fakes.calls == []  # nothing generated or trained again
+    assert metrics.stat().st_mtime_ns != stamp
+    assert json.loads((zero_shot / "run.json").read_text())["scored_with"]["em_at_k"]
+    assert float({r["arm"]: r for r in read_rows(out)}["zero-shot"]["em@1"]) == 50.0
+
+
 def test_force_redoes_every_run(toy, fakes, capsys):
     study_file, out = toy
     run_cli(["study", str(study_file), "--out", str(out)], capsys)

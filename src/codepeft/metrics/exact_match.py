@@ -1,12 +1,40 @@
-"""Exact match at k: a reference is matched at k if it equals one of the first k candidates."""
+"""Exact match at k: does one of k candidates equal the reference?
+
+Ordered candidates (greedy, beams ranked by score) are matched at k when one of the first k equals
+the reference, as the reference study's EM@k over 10 beams. Sampled candidates are exchangeable
+draws, so EM@k is estimated as pass@k is: from the c of all n samples that match, the unbiased
+chance that k drawn hold one (``estimator.py``); using only the first k would throw away n - k
+samples and leave EM@1 resting on one draw per problem.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 from codepeft.data.postprocess import normalize_code
+from codepeft.metrics.estimator import DEFAULT_KS, hits_at_ks
 
-DEFAULT_KS = (1, 2, 5, 10)
+EM_RANKED = "first k of the ranked candidates"
+EM_SAMPLED = "unbiased estimate over all n samples"
+# Part of a study's scoring settings, so runs scored by an earlier rule are rescored when a study resumes.
+EM_AT_K_RULE = f"{EM_RANKED}; {EM_SAMPLED}"
+
+
+def candidate_matches(
+    candidates: Sequence[Sequence[str]], references: Sequence[str], normalize: Callable[[str], str] = normalize_code
+) -> list[list[bool]]:
+    """Per example, whether each candidate equals the reference after the same ``normalize``.
+
+    Comparison is plain string equality, so code with ``<``, ``>``, ``|`` or regex metacharacters is
+    compared as it is.
+    """
+    if len(candidates) != len(references):
+        raise ValueError("one list of candidates per reference")
+    matches = []
+    for cands, ref in zip(candidates, references, strict=True):
+        target = normalize(ref)
+        matches.append([normalize(c) == target for c in cands])
+    return matches
 
 
 def exact_match_at_k(
@@ -14,31 +42,29 @@ def exact_match_at_k(
     references: Sequence[str],
     ks: Sequence[int] = DEFAULT_KS,
     normalize: Callable[[str], str] = normalize_code,
+    sampled: bool = False,
 ) -> dict[str, float]:
     """``{"em@1": ..., "em@2": ...}`` in percent, for each k that every example has candidates for.
 
-    Candidates and references go through the same ``normalize``; comparison is plain string
-    equality, so code with ``<``, ``>``, ``|`` or regex metacharacters is compared as it is.
+    ``sampled``: the candidates are independent samples (estimate over all n), else they are ranked
+    (match among the first k).
     """
-    if len(candidates) != len(references):
-        raise ValueError("one list of candidates per reference")
-    if not references:
+    matches = candidate_matches(candidates, references, normalize)
+    if sampled:
+        return hits_at_ks(matches, ks, "em")
+    if not matches:
         return {}
-    available = min(len(c) for c in candidates)
-    scores: dict[str, float] = {}
-    for k in ks:
-        if k > available:
-            continue
-        hits = sum(
-            normalize(ref) in {normalize(c) for c in cands[:k]}
-            for cands, ref in zip(candidates, references, strict=True)
-        )
-        scores[f"em@{k}"] = 100.0 * hits / len(references)
-    return scores
+    available = min(len(m) for m in matches)
+    return {f"em@{k}": 100.0 * sum(any(m[:k]) for m in matches) / len(matches) for k in ks if k <= available}
 
 
 def exact_match_per_example(
-    candidates: Sequence[Sequence[str]], references: Sequence[str], normalize: Callable[[str], str] = normalize_code
-) -> list[bool]:
-    """Top-1 match per example (kept for bootstrap confidence intervals)."""
-    return [bool(c) and normalize(c[0]) == normalize(r) for c, r in zip(candidates, references, strict=True)]
+    candidates: Sequence[Sequence[str]], references: Sequence[str], normalize: Callable[[str], str] = normalize_code,
+    sampled: bool = False,
+) -> list[float]:
+    """EM@1 of each example, for bootstrap intervals and paired tests: the share of its samples that match
+    (``sampled``), else whether its first candidate matches (1.0 or 0.0)."""
+    matches = candidate_matches(candidates, references, normalize)
+    if sampled:
+        return [sum(m) / len(m) if m else 0.0 for m in matches]
+    return [float(bool(m) and m[0]) for m in matches]

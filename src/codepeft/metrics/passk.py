@@ -1,4 +1,4 @@
-"""pass@k: the unbiased estimator over n samples with c correct, and sandboxed execution of candidates."""
+"""pass@k: the unbiased estimator (``estimator.py``) over sandboxed executions of the candidates."""
 
 from __future__ import annotations
 
@@ -6,35 +6,15 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
-from codepeft.metrics.exact_match import DEFAULT_KS
+from codepeft.metrics.estimator import DEFAULT_KS, hits_at_ks, pass_at_k
 from codepeft.sandbox import Limits, Outcome, Program, build_program, run_many
 
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Probability that at least one of k samples drawn from n (c of them correct) is correct.
-
-    ``1 - C(n-c, k) / C(n, k)``, computed as a product so that large n does not overflow.
-    """
-    if not 0 <= c <= n or k < 1 or k > n:
-        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (got n={n}, c={c}, k={k})")
-    if n - c < k:
-        return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+__all__ = ["DEFAULT_KS", "execute_candidates", "pass_at_k", "pass_at_ks"]
 
 
 def pass_at_ks(passed: Sequence[Sequence[bool]], ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """``{"pass@1": ..., ...}`` in percent, averaged over problems, for each k every problem has samples for."""
-    if not passed:
-        return {}
-    fewest = min(len(samples) for samples in passed)
-    scores: dict[str, float] = {}
-    for k in ks:
-        if 1 <= k <= fewest:
-            per_problem = [pass_at_k(len(s), sum(bool(x) for x in s), k) for s in passed]
-            scores[f"pass@{k}"] = 100.0 * float(np.mean(per_problem))
-    return scores
+    return hits_at_ks(passed, ks, "pass")
 
 
 def execute_candidates(

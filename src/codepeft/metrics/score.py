@@ -1,9 +1,10 @@
 """``score_run``: read a run directory's ``generations.jsonl``, compute every metric, write ``metrics.json``.
 
 Scoring never needs the model, so a run can be rescored at any time. Similarity metrics use each
-example's first candidate; EM@k and pass@k use the first k candidates. Per-example results are kept
-under ``per_example`` (EM, pass/fail, and sentence-level CodeBLEU, BLEU and chrF beside the
-corpus-level headline) so every metric can get bootstrap intervals and paired tests later.
+example's first candidate; pass@k, and EM@k of sampled candidates, are estimated over all n
+candidates (unbiased, as pass@k); EM@k of ranked candidates (greedy, beams) uses the first k.
+Per-example results are kept under ``per_example`` (EM@1, pass/fail, and sentence-level CodeBLEU,
+BLEU and chrF beside the corpus-level headline) so every metric can get bootstrap intervals and paired tests later.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 from codepeft.data.base import METRIC_FAMILIES, task_of_run
 from codepeft.errors import CodepeftError
-from codepeft.metrics.exact_match import DEFAULT_KS, exact_match_at_k, exact_match_per_example
+from codepeft.metrics.estimator import DEFAULT_KS
+from codepeft.metrics.exact_match import EM_RANKED, EM_SAMPLED, exact_match_at_k, exact_match_per_example
 from codepeft.metrics.passk import execute_candidates, pass_at_ks
 from codepeft.metrics.similarity import bleu_chrf, bleu_chrf_per_example, codebleu, codebleu_per_example
 from codepeft.rundir import CONFIG, METRICS, RunDir, read_generations, read_json
@@ -52,7 +54,8 @@ def score_run(
     run.refuse_finished(run.has(METRICS), force, "already exists", "pass --force to rescore the run", name=METRICS)
     generations = read_generations(run.path)
     records = generations.records
-    task, task_note = task_of_run(read_json(run / CONFIG) if run.has(CONFIG) else None)
+    config = read_json(run / CONFIG) if run.has(CONFIG) else None
+    task, task_note = task_of_run(config)
     chosen = requested or task.metrics(has_tests=True)  # pass@k without tests is skipped below, with a note
     notes: list[str] = [task_note] if task_note else []
     if generations.truncated:
@@ -63,8 +66,8 @@ def score_run(
     per_example: dict[str, Any] = {"id": ids}
     candidates = [list(r.get("candidates") or []) for r in records]
     references = [str(r.get("reference") or "") for r in records]
-    _reference_metrics(run.path, chosen, requested is not None, candidates, references, ks, task.normalize, result,
-                       per_example, notes)
+    _reference_metrics(run.path, chosen, requested is not None, candidates, references, ks, task.normalize,
+                       _sampled(config), result, per_example, notes)
     if "passk" in chosen:
         with_tests = [r for r in records if r.get("tests")]
         if not with_tests:
@@ -98,12 +101,19 @@ def score_run(
 def run_summary(run_dir: Path, ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
     """Examples generated and EM@k of a run directory, by its task's normalisation (``codepeft evaluate``
     prints it; full scoring is ``score_run``). EM counts the records that have reference code."""
-    task, _ = task_of_run(read_json(Path(run_dir) / CONFIG))
+    config = read_json(Path(run_dir) / CONFIG)
+    task, _ = task_of_run(config)
     records = read_generations(run_dir).records
     with_reference = [r for r in records if str(r.get("reference") or "").strip()]
     scores = exact_match_at_k([r["candidates"] for r in with_reference], [r["reference"] for r in with_reference],
-                              ks, normalize=task.normalize)
+                              ks, normalize=task.normalize, sampled=_sampled(config))
     return {"n": len(records), "with_reference": len(with_reference), **scores}
+
+
+def _sampled(config: dict[str, Any] | None) -> bool:
+    """Whether the run's candidates are independent samples (not ranked beams or a greedy output)."""
+    generation = (config or {}).get("generation") or {}
+    return generation.get("strategy") == "sample"
 
 
 def _aligned(scores: list[float], kept: list[bool]) -> list[float | None]:
@@ -113,7 +123,7 @@ def _aligned(scores: list[float], kept: list[bool]) -> list[float | None]:
 
 
 def _reference_metrics(run_dir: Path, chosen: Sequence[str], explicit: bool, candidates: list[list[str]],
-                       references: list[str], ks: Sequence[int], normalize: Callable[[str], str],
+                       references: list[str], ks: Sequence[int], normalize: Callable[[str], str], sampled: bool,
                        result: dict[str, Any], per_example: dict[str, Any], notes: list[str]) -> None:
     """EM, CodeBLEU and BLEU compare with a reference: records without one (problem sets that ship only
     tests) are left out of them, and a run with none is scored by pass@k alone."""
@@ -132,8 +142,9 @@ def _reference_metrics(run_dir: Path, chosen: Sequence[str], explicit: bool, can
     kept_candidates, kept_references = [candidates[i] for i in kept], [references[i] for i in kept]
     top1 = [c[0] if c else "" for c in kept_candidates]  # similarity metrics use the first candidate
     if "em" in needing:
-        result.update(exact_match_at_k(kept_candidates, kept_references, ks, normalize=normalize))
-        matches = iter(exact_match_per_example(kept_candidates, kept_references, normalize=normalize))
+        result.update(exact_match_at_k(kept_candidates, kept_references, ks, normalize=normalize, sampled=sampled))
+        result["em_at_k"] = EM_SAMPLED if sampled else EM_RANKED
+        matches = iter(exact_match_per_example(kept_candidates, kept_references, normalize=normalize, sampled=sampled))
         per_example["em"] = [next(matches) if keep else None for keep in has_reference]
     if "codebleu" in needing:
         result.update(codebleu(top1, kept_references))

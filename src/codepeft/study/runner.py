@@ -349,7 +349,12 @@ class StudyRunner:
         return (run_dir / EVAL_DIR / METRICS).exists() and state.get("scored_with") == self.scoring_config(spec)
 
     def scoring_config(self, spec: RunSpec) -> dict[str, Any]:
-        return {"metrics": spec.dataset.metrics, "ks": self.config.ks, "timeout": self.config.scoring.timeout}
+        from codepeft.metrics.exact_match import EM_AT_K_RULE  # lazily, as the engines: numpy, sandbox
+
+        config = {"metrics": spec.dataset.metrics, "ks": self.config.ks, "timeout": self.config.scoring.timeout}
+        if spec.dataset.metrics is None or "em" in spec.dataset.metrics:
+            config["em_at_k"] = EM_AT_K_RULE  # EM's estimator changed once: rescore runs scored before
+        return config
 
     def _score(self, spec: RunSpec, run_dir: Path, state: dict[str, Any]) -> bool:
         if self._scored(run_dir, spec, state):
