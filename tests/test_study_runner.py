@@ -440,6 +440,34 @@ def test_live_table_counts_statuses_and_estimates_time_left(toy, monkeypatch):
     assert "50.0" in text and "ETA 10s" in text
 
 
+def test_eta_counts_what_a_resumed_or_rescored_run_cost_in_all(toy, monkeypatch):
+    """A run only rescored now took seconds, but its recorded work (all attempts) is what the next costs."""
+    import io
+
+    from rich.console import Console
+
+    from codepeft.study import progress as progress_module
+    from codepeft.study.config import load_study
+    from codepeft.study.progress import StudyProgress
+    from codepeft.study.runner import RunEvent, recorded_work_seconds
+    from codepeft.study.runs import plan_runs
+
+    clock = [100.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    zero, icl, lora = plan_runs(load_study(toy[0]), check_models=False)
+    table = StudyProgress(Console(file=io.StringIO(), width=160), title="toy")
+    for spec in (zero, icl, lora):
+        table(RunEvent(spec, "queued"))
+    table(RunEvent(zero, "scoring"))
+    clock[0] += 4
+    work = recorded_work_seconds({"generation_seconds": 2500.0, "generation_cpu_seconds": 9.0,
+                                  "scoring_seconds": 3.0})
+    assert work == pytest.approx(2503.0)
+    table(RunEvent(zero, "done", elapsed=4.0, score=0.0, work_seconds=work))
+    assert table.eta_seconds() == pytest.approx(2 * 2503.0)
+    assert "done in 4s" in table.plain_line(table.lines[zero.run_id])  # the line still says what it took now
+
+
 def test_output_that_is_not_a_terminal_gets_one_plain_line_per_run_and_stage(toy, fakes, capsys):
     study_file, out = toy
     code, stdout, stderr = run_cli(["study", str(study_file), "--out", str(out)], capsys)

@@ -138,6 +138,7 @@ class TaskResult:
     score: float | None = None
     elapsed: float = 0.0
     fatal: str | None = None
+    work_seconds: float | None = None
 
 
 class EventRelay:
@@ -184,7 +185,7 @@ def run_task(config: StudyConfig, study_dir: str, data_dir: str | None, spec: Ru
         with contextlib.suppress(ray.exceptions.RayError):
             ray.get(pushed[-1], timeout=30)
     last = final[-1] if final else RunEvent(spec, status)
-    return TaskResult(status, error, last.cached, last.score, last.elapsed)
+    return TaskResult(status, error, last.cached, last.score, last.elapsed, work_seconds=last.work_seconds)
 
 
 class RayExecutor:
@@ -316,5 +317,5 @@ class RayExecutor:
         if result.status == "done" and not result.cached and runner.tracker is not None:
             runner.tracker.log_run(spec, runner.run_dir(spec))
         runner.on_event(RunEvent(spec, result.status, cached=result.cached, error=result.error,
-                                 elapsed=result.elapsed, score=result.score))
+                                 elapsed=result.elapsed, score=result.score, work_seconds=result.work_seconds))
         return result.status, result.error

@@ -6,9 +6,10 @@ one plain line each (``[2/5] smollm2-135m · conala · lora · s0: training``), 
 ETA when a run ends.
 
 The ETA multiplies the runs left by the mean time of runs of the same kind (prompt or train) that
-finished in this session (reused runs take no time and are not counted); until one of a kind has
-finished, the other kind's mean stands in. With several runs going at once (``executor: ray``),
-the time left is divided by how many are going.
+finished in this session, each by its recorded work over all attempts (a run resumed or only
+rescored here counts what it cost in all, not the minutes it took now; reused runs are not
+counted); until one of a kind has finished, the other kind's mean stands in. With several runs
+going at once (``executor: ray``), the time left is divided by how many are going.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class StudyProgress:
             line.elapsed = 0.0 if event.cached else (
                 time.monotonic() - line.started if line.started is not None else event.elapsed)
             if not event.cached and event.status == "done":
-                self.durations[event.spec.kind].append(line.elapsed)
+                self.durations[event.spec.kind].append(max(line.elapsed, event.work_seconds or 0.0))
         changed = line.status != event.status or event.status in {"done", "failed"}
         line.status, line.cached, line.score, line.error = event.status, event.cached, event.score, event.error
         if self.live is not None:

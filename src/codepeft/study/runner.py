@@ -49,7 +49,11 @@ EVAL_DIR = "eval"
 
 @dataclass
 class RunEvent:
-    """What the progress display hears about: a run changed status (``cached`` when it was reused)."""
+    """What the progress display hears about: a run changed status (``cached`` when it was reused).
+
+    ``elapsed`` is this attempt's time; ``work_seconds`` (when done) the run's recorded training,
+    generation and scoring time over all its attempts, which is what a fresh run of its kind costs.
+    """
 
     spec: RunSpec
     status: RunStatus
@@ -57,6 +61,7 @@ class RunEvent:
     error: str | None = None
     elapsed: float = 0.0
     score: float | None = None
+    work_seconds: float | None = None
 
 
 @dataclass
@@ -277,7 +282,8 @@ class StudyRunner:
         score = primary_score(run_dir, spec)
         if self.tracker is not None:
             self.tracker.log_run(spec, run_dir)
-        self.on_event(RunEvent(spec, "done", elapsed=time.perf_counter() - started, score=score))
+        self.on_event(RunEvent(spec, "done", elapsed=time.perf_counter() - started, score=score,
+                               work_seconds=recorded_work_seconds(state["timings"])))
         return "done", None
 
     def _new_state(self, spec: RunSpec) -> dict[str, Any]:
@@ -365,6 +371,11 @@ class StudyRunner:
                   self.config.scoring.timeout, force=(run_dir / EVAL_DIR / METRICS).exists())
         state["scored_with"] = self.scoring_config(spec)
         return True
+
+
+def recorded_work_seconds(timings: dict[str, float]) -> float:
+    """A run's wall-clock training, generation and scoring time as recorded over all its attempts."""
+    return sum(timings.get(f"{stage}_seconds", 0.0) for stage in ("train", "generation", "scoring"))
 
 
 def cpu_seconds() -> float:
