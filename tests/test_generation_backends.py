@@ -63,6 +63,16 @@ class LLM:
         if os.environ.get("FAKE_VLLM_CHILD"):  # like vLLM's engine core: a process of its own
             import subprocess
             _log({"child": subprocess.Popen(["sleep", "300"]).pid})
+        if os.environ.get("FAKE_VLLM_SHUTDOWN"):  # stopping the engine after the results: busy or stuck
+            import atexit, time
+            _log({"worker": os.getpid()})
+            seconds = float(os.environ["FAKE_VLLM_SHUTDOWN"])
+            def _shutdown():
+                end = time.process_time() + seconds
+                while time.process_time() < end:
+                    pass
+                time.sleep(float(os.environ.get("FAKE_VLLM_SHUTDOWN_SLEEP", "0")))
+            atexit.register(_shutdown)
 
     def generate(self, prompts, params, use_tqdm=False):
         _log({"generate": len(prompts), "params": [p.kwargs for p in params]})
@@ -290,6 +300,32 @@ def test_a_run_stopped_midway_ends_the_worker_and_its_engine_processes(fake_vllm
         generate(loaded, ["x = 1"], GenerationSettings(backend="vllm"), on_batch=interrupted)
     child = next(entry["child"] for entry in _log(fake_vllm) if "child" in entry)
     assert not _alive(child)
+
+
+def test_the_workers_cpu_time_counts_for_the_generation_that_ran_it(fake_vllm, tiny_causal_dir, monkeypatch):
+    """The worker is reaped before generate returns, so a study's generation stage counts its CPU time
+    (os.times' children) and the engine's shutdown does not land in the next stage."""
+    from codepeft.study.runner import cpu_seconds
+
+    monkeypatch.setenv("FAKE_VLLM_SHUTDOWN", "1.0")  # one CPU second of engine shutdown after the results
+    loaded = load_model(tiny_causal_dir, dtype="float32")
+    before = cpu_seconds()
+    generate(loaded, ["x = 1"], GenerationSettings(backend="vllm"))
+    assert cpu_seconds() - before >= 1.0
+
+
+def test_a_worker_stuck_in_shutdown_is_ended_after_the_grace(fake_vllm, tiny_causal_dir, monkeypatch):
+    from codepeft.generation import vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "SHUTDOWN_GRACE_SECONDS", 1.0)
+    monkeypatch.setenv("FAKE_VLLM_SHUTDOWN", "0")
+    monkeypatch.setenv("FAKE_VLLM_SHUTDOWN_SLEEP", "300")
+    loaded = load_model(tiny_causal_dir, dtype="float32")
+    started = time.monotonic()
+    assert generate(loaded, ["x = 1"], GenerationSettings(backend="vllm"))
+    assert time.monotonic() - started < 60
+    worker = next(entry["worker"] for entry in _log(fake_vllm) if "worker" in entry)
+    assert not _alive(worker)
 
 
 def test_a_killed_codepeft_takes_the_worker_and_its_engine_processes_along(fake_vllm, tiny_causal_dir, tmp_path):

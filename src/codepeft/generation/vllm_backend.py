@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -40,6 +39,8 @@ MIN_CHUNK = 128
 #: a limit here, since continuous batching is where vLLM's speed comes from (2.56x at 128 against 1.70x
 #: at 16 on 2 CPU cores, outputs identical in fp32; benchmarks/README.md)
 VLLM_MAX_NUM_SEQS = 256
+#: how long a worker whose results are all in may take to stop its engines before its group is killed
+SHUTDOWN_GRACE_SECONDS = 60
 #: the prompt embeddings of a prompt-tuning run, one tensor per prompt index, next to the request
 EMBEDS_FILE = "prompt_embeds.safetensors"
 
@@ -120,8 +121,7 @@ def _worker(choice: BackendChoice, request: dict[str, Any], env: dict[str, str],
         yield run
     finally:
         if process.poll() is None and run.done:
-            # Every result is in; vLLM takes seconds to stop its engine processes: let it, without waiting.
-            threading.Thread(target=process.wait, daemon=True).start()
+            _reap(process)
         else:
             _end(process)
         log.close()
@@ -130,6 +130,16 @@ def _worker(choice: BackendChoice, request: dict[str, Any], env: dict[str, str],
                 path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 workdir.rmdir()
+
+
+def _reap(process: Any) -> None:
+    """Every result is in: wait (bounded) while vLLM stops its engine processes, which it joins, so the
+    worker is reaped now and its CPU time and its engines' (``os.times`` children) count for this
+    generation, not for whatever stage runs when it would otherwise be reaped."""
+    try:
+        process.wait(timeout=SHUTDOWN_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        _end(process)
 
 
 def _end(process: Any) -> None:
