@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -466,6 +467,24 @@ def test_eta_counts_what_a_resumed_or_rescored_run_cost_in_all(toy, monkeypatch)
     table(RunEvent(zero, "done", elapsed=4.0, score=0.0, work_seconds=work))
     assert table.eta_seconds() == pytest.approx(2 * 2503.0)
     assert "done in 4s" in table.plain_line(table.lines[zero.run_id])  # the line still says what it took now
+
+
+def test_a_resumed_study_estimates_from_the_work_its_reused_runs_recorded(toy, fakes, capsys):
+    """Reused runs cost nothing now, but the work they recorded is the best guess at what the rest cost."""
+    from codepeft.study.runner import recorded_work_seconds
+
+    study_file, out = toy
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
+    runs = sorted((out / "runs").glob("*/run.json"))
+    recorded = [recorded_work_seconds(json.loads(p.read_text())["timings"]) for p in runs]
+    assert all(seconds > 0 for seconds in recorded)
+    run_json = next(p for p in runs if "__lora__" in p.parent.name)
+    shutil.rmtree(run_json.parent)  # the train run is redone; the two prompt runs are reused
+    code, _, stderr = run_cli(["study", str(study_file), "--out", str(out)], capsys)
+    assert code == 0, stderr
+    reused = [line for line in stderr.splitlines() if "(reused)" in line]
+    assert len(reused) == 2 and "ETA after the first run" not in stderr
+    assert all("ETA " in line for line in reused)
 
 
 def test_output_that_is_not_a_terminal_gets_one_plain_line_per_run_and_stage(toy, fakes, capsys):

@@ -6,9 +6,10 @@ one plain line each (``[2/5] smollm2-135m · conala · lora · s0: training``), 
 ETA when a run ends.
 
 The ETA multiplies the runs left by the mean time of runs of the same kind (prompt or train) that
-finished in this session, each by its recorded work over all attempts (a run resumed or only
-rescored here counts what it cost in all, not the minutes it took now; reused runs are not
-counted); until one of a kind has finished, the other kind's mean stands in. With several runs
+finished, each by its recorded work over all attempts: a run resumed or only rescored here counts
+what it cost in all, not the minutes it took now, and a reused run counts the work its run.json
+recorded, so a resumed study has an ETA from its first line. Until one of a kind has finished, the
+other kind's mean stands in. With several runs
 going at once (``executor: ray``), the time left is divided by how many are going.
 """
 
@@ -77,7 +78,7 @@ class StudyProgress:
         if event.status in {"done", "failed"}:
             line.elapsed = 0.0 if event.cached else (
                 time.monotonic() - line.started if line.started is not None else event.elapsed)
-            if not event.cached and event.status == "done":
+            if event.status == "done" and (event.work_seconds or not event.cached):
                 self.durations[event.spec.kind].append(max(line.elapsed, event.work_seconds or 0.0))
         changed = line.status != event.status or event.status in {"done", "failed"}
         line.status, line.cached, line.score, line.error = event.status, event.cached, event.score, event.error

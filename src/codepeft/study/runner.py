@@ -245,7 +245,8 @@ class StudyRunner:
             RunDir(run_dir).wipe()
             state = None
         if state is not None and state.get("status") == "done" and self._scored(run_dir, spec, state):
-            self.on_event(RunEvent(spec, "done", cached=True, score=primary_score(run_dir, spec)))
+            self.on_event(RunEvent(spec, "done", cached=True, score=primary_score(run_dir, spec),
+                                   work_seconds=recorded_work_seconds(state.get("timings", {})) or None))
             return "done", None
         state = state or self._new_state(spec)
         state["attempts"] = state.get("attempts", 0) + 1
