@@ -49,13 +49,7 @@ def exact_match_at_k(
     ``sampled``: the candidates are independent samples (estimate over all n), else they are ranked
     (match among the first k).
     """
-    matches = candidate_matches(candidates, references, normalize)
-    if sampled:
-        return hits_at_ks(matches, ks, "em")
-    if not matches:
-        return {}
-    available = min(len(m) for m in matches)
-    return {f"em@{k}": 100.0 * sum(any(m[:k]) for m in matches) / len(matches) for k in ks if k <= available}
+    return em_at_k_of_matches(candidate_matches(candidates, references, normalize), ks, sampled)
 
 
 def exact_match_per_example(
@@ -64,7 +58,21 @@ def exact_match_per_example(
 ) -> list[float]:
     """EM@1 of each example, for bootstrap intervals and paired tests: the share of its samples that match
     (``sampled``), else whether its first candidate matches (1.0 or 0.0)."""
-    matches = candidate_matches(candidates, references, normalize)
+    return em_per_example_of_matches(candidate_matches(candidates, references, normalize), sampled)
+
+
+def em_at_k_of_matches(matches: Sequence[Sequence[bool]], ks: Sequence[int], sampled: bool) -> dict[str, float]:
+    """``exact_match_at_k`` from ``candidate_matches``' output (a scorer needing both EM views compares once)."""
+    if sampled:
+        return hits_at_ks(matches, ks, "em")
+    if not matches:
+        return {}
+    available = min(len(m) for m in matches)
+    return {f"em@{k}": 100.0 * sum(any(m[:k]) for m in matches) / len(matches) for k in ks if k <= available}
+
+
+def em_per_example_of_matches(matches: Sequence[Sequence[bool]], sampled: bool) -> list[float]:
+    """``exact_match_per_example`` from ``candidate_matches``' output."""
     if sampled:
         return [sum(m) / len(m) if m else 0.0 for m in matches]
     return [float(bool(m) and m[0]) for m in matches]

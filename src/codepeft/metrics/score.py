@@ -16,7 +16,14 @@ from typing import Any
 from codepeft.data.base import METRIC_FAMILIES, task_of_run
 from codepeft.errors import CodepeftError
 from codepeft.metrics.estimator import DEFAULT_KS
-from codepeft.metrics.exact_match import EM_RANKED, EM_SAMPLED, exact_match_at_k, exact_match_per_example
+from codepeft.metrics.exact_match import (
+    EM_RANKED,
+    EM_SAMPLED,
+    candidate_matches,
+    em_at_k_of_matches,
+    em_per_example_of_matches,
+    exact_match_at_k,
+)
 from codepeft.metrics.passk import execute_candidates, pass_at_ks
 from codepeft.metrics.similarity import bleu_chrf, bleu_chrf_per_example, codebleu, codebleu_per_example
 from codepeft.rundir import CONFIG, METRICS, RunDir, read_generations, read_json
@@ -142,10 +149,10 @@ def _reference_metrics(run_dir: Path, chosen: Sequence[str], explicit: bool, can
     kept_candidates, kept_references = [candidates[i] for i in kept], [references[i] for i in kept]
     top1 = [c[0] if c else "" for c in kept_candidates]  # similarity metrics use the first candidate
     if "em" in needing:
-        result.update(exact_match_at_k(kept_candidates, kept_references, ks, normalize=normalize, sampled=sampled))
+        matches = candidate_matches(kept_candidates, kept_references, normalize)
+        result.update(em_at_k_of_matches(matches, ks, sampled))
         result["em_at_k"] = EM_SAMPLED if sampled else EM_RANKED
-        matches = iter(exact_match_per_example(kept_candidates, kept_references, normalize=normalize, sampled=sampled))
-        per_example["em"] = [next(matches) if keep else None for keep in has_reference]
+        per_example["em"] = _aligned(em_per_example_of_matches(matches, sampled), has_reference)
     if "codebleu" in needing:
         result.update(codebleu(top1, kept_references))
         per_example["codebleu"] = _aligned(codebleu_per_example(top1, kept_references), has_reference)
