@@ -74,3 +74,30 @@ def test_planned_pairs_must_name_arms_of_the_study(tmp_path):
         load_study(path)
     path.write_text("models: [m]\ndatasets: [conala]\narms: [zero-shot, lora, icl]\ncomparisons: [[lora, icl]]\n")
     assert load_study(path).comparisons == [("lora", "icl")]
+
+
+def test_each_comparison_states_the_difference_it_could_resolve():
+    """Arms whose answers move together are compared more finely than the study's median MDE says."""
+    from codepeft.report.content import build_panels
+    from codepeft.report.findings import panel_findings
+    from codepeft.study.stats import min_detectable_difference
+
+    test = paired_test(list(scores("lora").values()), list(scores("ia3").values()))
+    assert test.mde == pytest.approx(min_detectable_difference(test.sd, N))
+    assert test.to_dict()["mde"] == pytest.approx(2.8016 * test.sd / N**0.5, rel=1e-4)
+
+    summary, problems = summary_and_problems()
+    for entry in summary:
+        entry.update(costs={}, done=1, seeds=1, failed=0)
+    add_comparisons(summary, problems, "zero-shot", [("icl", "rag")])
+    panel = build_panels(summary)[0]
+    assert panel.PAIR_COLUMNS[5] == "resolvable Δ"
+    rows = {row[0]: row for row in panel.pair_rows}
+    icl_rag = metrics_of(summary, "icl")["vs_arms"]["rag"]
+    assert rows["icl vs rag"][5] == f"{icl_rag['mde']:.1f}" and rows["icl vs rag"][6] == "not resolved"
+    text = panel_findings(panel)
+    assert "icl vs rag +3.3 [" in text
+    assert f"not resolved; it resolves {icl_rag['mde']:.1f})" in text
+    mdes = [t["mde"] for t in (metrics_of(summary, a)["vs_zero_shot"] for a in ("lora", "ia3", "icl", "rag"))]
+    mdes += [t["mde"] for t in metrics_of(summary, "lora")["vs_arms"].values()] + [icl_rag["mde"]]
+    assert f"from its own spread, {min(mdes):.1f} to {max(mdes):.1f})" in text

@@ -16,6 +16,7 @@ from typing import Any
 from codepeft.rundir import GENERATIONS, read_generations
 from codepeft.study.results import BASELINE_METHOD, Study, leaderboard, load_study_dir, write_results
 from codepeft.study.runs import short_dataset, short_model
+from codepeft.study.stats import min_detectable_difference
 
 MAIN_METRICS = ("pass@1", "em@1", "codebleu", "bleu", "chrf")
 
@@ -31,7 +32,8 @@ class Panel:
     rows: list[list[str]] = field(default_factory=list)
     pair_rows: list[list[str]] = field(default_factory=list)  # arm-vs-arm tests on the primary metric
 
-    PAIR_COLUMNS = ("comparison", "Δ [95% CI]", "p", "p Holm", "wins / losses", "verdict")
+    PAIR_COLUMNS = ("comparison", "Δ [95% CI]", "p", "p Holm", "wins / losses", "resolvable Δ", "verdict")
+    PAIR_TEXT_COLUMNS = (0, 6)  # left-aligned
 
     @property
     def title(self) -> str:
@@ -166,6 +168,17 @@ def resolved(test: dict[str, Any], alpha: float = 0.05) -> bool:
     return isinstance(p, int | float) and not math.isnan(p) and p < alpha
 
 
+def mde_of(test: dict[str, Any]) -> float | None:
+    """A comparison's resolvable difference (80% power, alpha 0.05), from its own spread of differences."""
+    mde = test.get("mde")
+    if isinstance(mde, int | float) and math.isfinite(mde):
+        return mde
+    sd, n = test.get("sd"), test.get("n")
+    if isinstance(sd, int | float) and isinstance(n, int) and n > 1:  # results written before tests carried it
+        return min_detectable_difference(sd, n)
+    return None
+
+
 def pair_rows(panel: Panel) -> list[list[str]]:
     digits = digits_for(panel.primary)
     rows = []
@@ -173,7 +186,7 @@ def pair_rows(panel: Panel) -> list[list[str]]:
         holm = test.get("p_holm")
         rows.append([f"{arm} vs {test['arm']}", difference_text(test, digits), f"{test['p_value']:.2g}",
                      f"{holm:.2g}" if isinstance(holm, int | float) else "–",
-                     f"{test.get('wins', '–')} / {test.get('losses', '–')}",
+                     f"{test.get('wins', '–')} / {test.get('losses', '–')}", number(mde_of(test), digits),
                      "resolved" if resolved(test) else "not resolved"])
     return rows
 

@@ -17,6 +17,7 @@ from codepeft.report.content import (
     between_arms,
     difference_text,
     digits_for,
+    mde_of,
     number,
     p_text,
     params_text,
@@ -43,6 +44,22 @@ def _cost(entry: dict[str, Any]) -> str:
     return text
 
 
+def _verdict(test: dict[str, Any], digits: int) -> str:
+    """"resolved", or "not resolved" with the difference that comparison could have resolved."""
+    if _significant(test):
+        return "resolved"
+    mde = mde_of(test)
+    return "not resolved" + (f"; it resolves {number(mde, digits)}" if mde is not None else "")
+
+
+def _mde_range(panel: Panel) -> tuple[float, float] | None:
+    """Smallest and largest resolvable difference over the panel's comparisons on its primary metric."""
+    tests = [(e["metrics"].get(panel.primary) or {}).get("vs_zero_shot") for e in panel.entries]
+    tests += [test for _, test in between_arms(panel)]
+    found = [m for m in (mde_of(t) for t in tests if t) if m is not None]
+    return (min(found), max(found)) if found else None
+
+
 def panel_findings(panel: Panel) -> str:
     metric, digits = panel.primary, digits_for(panel.primary)
     ranked = [e for e in panel.entries if isinstance(e["metrics"].get(metric, {}).get("mean"), int | float)]
@@ -61,16 +78,15 @@ def panel_findings(panel: Panel) -> str:
     parts[0] += f", at {_cost(best)}."
     runner = result.get("vs_runner_up")
     if runner:
-        word = "resolved" if _significant(runner) else "not resolved"
         parts.append(f"Over the runner-up {runner['arm']}: {difference_text(runner, digits)} "
-                     f"({p_text(runner)}, {word}).")
+                     f"({p_text(runner)}, {_verdict(runner, digits)}).")
     others = [(arm, test) for arm, test in between_arms(panel) if test is not runner]
-    against = [f"{test['arm']} {difference_text(test, digits)} ({p_text(test)}, "
-               f"{'resolved' if _significant(test) else 'not resolved'})" for arm, test in others if arm == best["arm"]]
+    against = [f"{test['arm']} {difference_text(test, digits)} ({p_text(test)}, {_verdict(test, digits)})"
+               for arm, test in others if arm == best["arm"]]
     if against:
         parts.append(f"Against the other arms: {'; '.join(against)}.")
-    planned = [f"{arm} vs {test['arm']} {difference_text(test, digits)} ({p_text(test)}, "
-               f"{'resolved' if _significant(test) else 'not resolved'})" for arm, test in others if arm != best["arm"]]
+    planned = [f"{arm} vs {test['arm']} {difference_text(test, digits)} ({p_text(test)}, {_verdict(test, digits)})"
+               for arm, test in others if arm != best["arm"]]
     if planned:
         parts.append(f"Planned comparisons: {'; '.join(planned)}.")
     same = [e["arm"] for e in ranked if e is not best and e["method"] != BASELINE_METHOD
@@ -80,9 +96,13 @@ def panel_findings(panel: Panel) -> str:
     resolution = result.get("resolution") or {}
     if isinstance(resolution.get("mde"), int | float) and not math.isnan(resolution["mde"]):
         unit = "" if metric.startswith("codebleu") else " points"
+        spread = _mde_range(panel)
+        by_comparison = (f"; comparison by comparison, from its own spread, {number(spread[0], digits)} to "
+                         f"{number(spread[1], digits)}" if spread and number(spread[0], digits) !=
+                         number(spread[1], digits) else "")
         parts.append(f"With {resolution['n']} test problems the study resolves differences of about "
-                     f"{number(resolution['mde'], digits)}{unit} on {metric} (80% power, alpha 0.05); smaller "
-                     "ones are not resolved.")
+                     f"{number(resolution['mde'], digits)}{unit} on {metric} (80% power, alpha 0.05; the median "
+                     f"over arms vs zero-shot{by_comparison}); smaller ones are not resolved.")
         if not resolution.get("resolves_5_points"):
             parts.append(f"**Warning: this study cannot resolve differences smaller than {WARN_POINTS:g} points; "
                          "run more test problems (docs/study.md).**")

@@ -82,13 +82,15 @@ def table_html(panel: Panel) -> str:
 def pairs_html(panel: Panel) -> str:
     if not panel.pair_rows:
         return ""
-    head = "".join(f'<th class="{"name" if i in (0, 5) else ""}">{esc(c)}</th>'
+    names = panel.PAIR_TEXT_COLUMNS
+    head = "".join(f'<th class="{"name" if i in names else ""}">{esc(c)}</th>'
                    for i, c in enumerate(panel.PAIR_COLUMNS))
-    body = "".join("<tr>" + "".join(f'<td class="{"name" if i in (0, 5) else ""}">{esc(c)}</td>'
+    body = "".join("<tr>" + "".join(f'<td class="{"name" if i in names else ""}">{esc(c)}</td>'
                                     for i, c in enumerate(row)) + "</tr>" for row in panel.pair_rows)
     return (f"<h3>Arms against each other on {esc(panel.primary)}</h3>"
             '<p class="muted">Per-problem difference (first arm minus second) with its bootstrap interval; paired '
-            "permutation test, Holm-adjusted with the comparisons against zero-shot.</p>"
+            "permutation test, Holm-adjusted with the comparisons against zero-shot; resolvable Δ: the difference "
+            "that comparison detects with 80% power at alpha 0.05, from its own spread.</p>"
             f'<div class="scroll"><table class="pairs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
             "</table></div>")
 

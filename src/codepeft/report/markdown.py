@@ -30,7 +30,8 @@ def pairs_section(panel: Panel) -> list[str]:
         return []
     return [f"Arms against each other on {panel.primary} (per-problem difference, first arm minus second, with "
             "its bootstrap interval; paired permutation test, Holm-adjusted with the comparisons against "
-            "zero-shot):", "", table(panel.PAIR_COLUMNS, panel.pair_rows, (0, 5)), ""]
+            "zero-shot; resolvable Δ: the difference that comparison detects with 80% power at alpha 0.05, "
+            "from its own spread):", "", table(panel.PAIR_COLUMNS, panel.pair_rows, panel.PAIR_TEXT_COLUMNS), ""]
 
 
 def render_markdown(data: ReportData) -> str:

@@ -78,9 +78,19 @@ class PairedTest:
     difference_ci: tuple[float | None, float | None] = (None, None)  # bootstrap 95% interval of the difference
     sd: float | None = None  # standard deviation of the per-problem differences (for power)
 
+    @property
+    def mde(self) -> float | None:
+        """The smallest difference this comparison detects with 80% power at alpha 0.05 (before Holm),
+        from its own spread: arms whose answers move together are compared more finely than the
+        study's median suggests."""
+        if self.sd is None or self.n < 2:
+            return None
+        return min_detectable_difference(self.sd, self.n)
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["difference_ci"] = list(self.difference_ci)
+        out["mde"] = self.mde
         return out
 
 
