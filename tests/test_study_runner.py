@@ -540,6 +540,16 @@ def test_dry_run_prints_the_plan_with_sizes_time_and_resolution(toy, fakes, caps
     assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
     code, stdout, _ = run_cli(["study", str(study_file), "--out", str(out), "--dry-run"], capsys)
     assert code == 0 and stdout.count("(done)") == 3 and f"measured in {out}" in stdout
+    assert "expected time left: ~0 s for 0 of 3 runs" in stdout
+    # the resolvable difference now comes from the study's own arms (icl, lora) against zero-shot
+    assert "from the median over this study's 2 finished arms vs zero-shot" in stdout
+    assert "from the pilot" not in stdout.split("resolves on", 1)[1].split("\n", 1)[0]
+    from codepeft.study.plan import measured_rates
+
+    rates = next(iter(measured_rates(out).values()))
+    # a train method that has run is timed by its own rate; one not yet run by the pooled train rate
+    assert set(rates["generate"]) == {"zero-shot", "icl", "lora", "train"}
+    assert rates["generate"]["lora"] == rates["generate"]["train"] and set(rates["train_example_by_method"]) == {"lora"}
 
 
 def test_dry_run_says_which_runs_a_killed_study_resumes_and_counts_their_time(toy, fakes, capsys):

@@ -174,7 +174,7 @@ def mde_of(test: dict[str, Any]) -> float | None:
     if isinstance(mde, int | float) and math.isfinite(mde):
         return mde
     sd, n = test.get("sd"), test.get("n")
-    if isinstance(sd, int | float) and isinstance(n, int) and n > 1:  # results written before tests carried it
+    if isinstance(sd, int | float) and sd > 0 and isinstance(n, int) and n > 1:  # results written before tests had it
         return min_detectable_difference(sd, n)
     return None
 

@@ -6,10 +6,14 @@ the smallest difference each metric can resolve at this size (80% power, alpha 0
 when that is more than 5 points.
 
 Rates: when the study directory already holds finished runs (of any earlier size) their measured
-rates are used (generation seconds per test problem by method, training seconds per example,
-model-loading time); otherwise ``REFERENCE_RATES``, measured for smollm2-135m on CoNaLa by the
-default study recorded in docs/study.md (idle-machine equivalents). Other models have no reference
-rate and get no time estimate until one of their runs has finished.
+rates are used (generation seconds per test problem and training seconds per example, by method
+where that method has finished, else over every train arm); otherwise ``REFERENCE_RATES``, measured
+for smollm2-135m on CoNaLa by the default study recorded in docs/study.md (idle-machine
+equivalents). Other models have no reference rate and get no time estimate until one of their runs
+has finished. The time printed is what is left: finished runs count nothing, a started one in full.
+
+Resolution: once the study holds finished arms and zero-shot, from the spread of their per-problem
+differences (as the report computes it); before that from the pilot.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codepeft.study.evidence import WARN_POINTS, plan_resolution, point
+from codepeft.study.evidence import WARN_POINTS, plan_resolution, point, resolution
 from codepeft.study.runs import RunSpec, read_run_state, short_dataset, short_model
 
 #: Estimated idle 2-core rates of smollm2-135m on CoNaLa (docs/study.md): seconds per generated test
@@ -103,16 +107,23 @@ def measured_rates(study_dir: Path) -> dict[str, dict[str, Any]]:
         if row["status"] != "done" or not row.get("n") or row.get("generation_seconds") is None:
             continue
         rates = by_model.setdefault(row["model"], {})
-        key = "train" if row["kind"] == "train" else row["method"]
-        rates.setdefault(f"generate:{key}", []).append(row["generation_seconds"] / row["n"])
+        # train arms differ (DoRA trains at 1.5x LoRA's time, prefix tuning cannot generate on vLLM): by
+        # method where measured, and pooled over train arms for the methods not yet run
+        keys = [row["method"], "train"] if row["kind"] == "train" else [row["method"]]
+        for key in keys:
+            rates.setdefault(f"generate:{key}", []).append(row["generation_seconds"] / row["n"])
         examples = (row.get("train_steps") or 0) * _batch(study.index, row["arm"])
         if row["kind"] == "train" and examples and row.get("train_seconds"):
-            rates.setdefault("train_example", []).append(row["train_seconds"] / examples)
+            for key in keys:
+                rates.setdefault(f"train:{key}", []).append(row["train_seconds"] / examples)
     out: dict[str, dict[str, Any]] = {}
     for model, rates in by_model.items():
-        generate = {k.split(":", 1)[1]: statistics.median(v) for k, v in rates.items() if k.startswith("generate:")}
-        out[model] = {"generate": generate, "train_example": statistics.median(rates.get("train_example", [0.0])),
-                      "validate_example": 0.0, "load": 0.0, "source": f"measured in {study_dir}"}
+        medians = {k: statistics.median(v) for k, v in rates.items()}
+        generate = {k.split(":", 1)[1]: v for k, v in medians.items() if k.startswith("generate:")}
+        trained = {k.split(":", 1)[1]: v for k, v in medians.items() if k.startswith("train:")}
+        out[model] = {"generate": generate, "train_example": trained.pop("train", 0.0),
+                      "train_example_by_method": trained, "validate_example": 0.0, "load": 0.0,
+                      "source": f"measured in {study_dir}"}
     return out
 
 
@@ -126,7 +137,8 @@ def expected_seconds(spec: RunSpec, plan: DataPlan, rates: dict[str, Any] | None
     if rates is None:
         return None
     key = "train" if spec.kind == "train" else spec.method
-    generate = rates["generate"].get(key) or (max(rates["generate"].values()) if rates["generate"] else None)
+    generate = (rates["generate"].get(spec.method) or rates["generate"].get(key)
+                or (max(rates["generate"].values()) if rates["generate"] else None))
     if generate is None:
         return None
     seconds = rates["load"] + generate * plan.test
@@ -134,7 +146,8 @@ def expected_seconds(spec: RunSpec, plan: DataPlan, rates: dict[str, Any] | None
         _, planned, evals = plan.steps[spec.arm]
         settings = _training(spec)
         examples = planned * settings.get("batch_size", 8) * settings.get("grad_accum", 1)
-        seconds += rates["load"] + rates["train_example"] * examples
+        per_example = rates.get("train_example_by_method", {}).get(spec.method) or rates["train_example"]
+        seconds += rates["load"] + per_example * examples
         seconds += rates["validate_example"] * (plan.validation or 0) * evals
     return seconds
 
@@ -165,12 +178,15 @@ def describe(runs: list[RunSpec], study_dir: Path, data_dir: Path | None) -> lis
             unknown.append(spec.label)
         else:
             total += 0.0 if state == "done" else seconds  # a partial run counts in full: an upper bound
-        when = f"~{_minutes(seconds)}" if seconds is not None else "time unknown"
+        bound = "up to " if spec.kind == "train" else ""  # every planned step; early stopping may end sooner
+        when = f"{bound}~{_minutes(seconds)}" if seconds is not None else "time unknown"
         source = f" ({rates['source']})" if rates and seconds is not None else ""
         lines.append(f"run {spec.label}  ({state})  {when}{source}  {study_dir / 'runs' / spec.dirname}")
-    lines.append(f"expected time: ~{_minutes(total)} on 2 idle CPU cores"
+    left = sum(1 for spec in runs if run_state(study_dir / "runs" / spec.dirname) != "done")
+    lines.append(f"expected time left: ~{_minutes(total)} for {left} of {len(runs)} runs on 2 idle CPU cores, "
+                 "train runs at all their planned steps"
                  + (f" (plus {len(unknown)} runs without a measured rate)" if unknown else ""))
-    lines += resolution_lines(runs)
+    lines += resolution_lines(runs, observed_spreads(study_dir))
     return lines
 
 
@@ -183,7 +199,41 @@ def run_state(run_dir: Path) -> str:
     return "done" if status == "done" else f"resumes: {status}"
 
 
-def resolution_lines(runs: list[RunSpec]) -> list[str]:
+def observed_spreads(study_dir: Path) -> dict[tuple[str, str, str], tuple[float, int]]:
+    """(model, data set, metric) -> (median sd of per-problem differences vs zero-shot, arms it is over),
+    from the finished runs in ``study_dir``; seeds of an arm are averaged per problem first."""
+    from codepeft.study.results import BASELINE_METHOD, load_study_dir
+
+    if not (study_dir / "study.json").exists():
+        return {}
+    study = load_study_dir(study_dir)
+    scores: dict[tuple[str, str, str, str], dict[str, list[float]]] = {}  # (model, data, arm, metric) -> id -> seeds
+    methods: dict[tuple[str, str, str], str] = {}
+    for row in study.rows:
+        if row["status"] != "done":
+            continue
+        methods[(row["model"], row["dataset"], row["arm"])] = row["method"]
+        for metric, by_problem in study.per_problem.get(row["run_id"], {}).items():
+            merged = scores.setdefault((row["model"], row["dataset"], row["arm"], metric), {})
+            for problem, value in by_problem.items():
+                merged.setdefault(problem, []).append(value)
+    sds: dict[tuple[str, str, str], list[float]] = {}
+    for (model, data, arm, metric), arm_scores in scores.items():
+        base = next((scores.get((model, data, a, metric)) for (m, d, a), method in methods.items()
+                     if (m, d) == (model, data) and method == BASELINE_METHOD), None)
+        if base is None or methods[(model, data, arm)] == BASELINE_METHOD:
+            continue
+        shared = [p for p in arm_scores if p in base]
+        if len(shared) > 1:
+            differences = [statistics.fmean(arm_scores[p]) - statistics.fmean(base[p]) for p in shared]
+            sds.setdefault((model, data, metric), []).append(statistics.stdev(differences))
+    return {key: (statistics.median(values), len(values)) for key, values in sds.items()}
+
+
+def resolution_lines(runs: list[RunSpec], observed: dict[tuple[str, str, str], tuple[float, int]] | None = None
+                     ) -> list[str]:
+    """Each data set's resolvable difference per metric: from ``observed`` spreads where the study has
+    them (``observed_spreads``), else from the pilot's."""
     lines: list[str] = []
     seen: set[str] = set()
     for spec in runs:
@@ -192,7 +242,14 @@ def resolution_lines(runs: list[RunSpec]) -> list[str]:
             continue
         seen.add(plan.spec.task)
         metrics = _metric_names(plan.metrics, plan.primary_metric)
-        for item in plan_resolution(metrics, plan.test_count):
+        items = plan_resolution(metrics, plan.test_count)
+        for i, item in enumerate(items):
+            found = (observed or {}).get((spec.model, plan.spec.task, item["metric"]))
+            if found:
+                items[i] = {"metric": item["metric"], **resolution(
+                    item["metric"], plan.test_count, found[0],
+                    f"median over this study's {found[1]} finished arms vs zero-shot")}
+        for item in items:
             if not math.isfinite(item["mde"]):
                 continue
             digits = 3 if item["metric"].startswith("codebleu") else 1

@@ -83,7 +83,7 @@ class PairedTest:
         """The smallest difference this comparison detects with 80% power at alpha 0.05 (before Holm),
         from its own spread: arms whose answers move together are compared more finely than the
         study's median suggests."""
-        if self.sd is None or self.n < 2:
+        if not self.sd or self.n < 2:  # no spread (every problem moved alike): the normal approximation says nothing
             return None
         return min_detectable_difference(self.sd, self.n)
 
