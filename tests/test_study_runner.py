@@ -544,9 +544,9 @@ def test_dry_run_prints_the_plan_with_sizes_time_and_resolution(toy, fakes, caps
     # the resolvable difference now comes from the study's own arms (icl, lora) against zero-shot
     assert "from the median over this study's 2 finished arms vs zero-shot" in stdout
     assert "from the pilot" not in stdout.split("resolves on", 1)[1].split("\n", 1)[0]
-    from codepeft.study.plan import measured_rates
+    from codepeft.study.plan import existing_study, measured_rates
 
-    rates = next(iter(measured_rates(out).values()))
+    rates = next(iter(measured_rates(existing_study(out)).values()))
     # a train method that has run is timed by its own rate; one not yet run by the pooled train rate
     assert set(rates["generate"]) == {"zero-shot", "icl", "lora", "train"}
     assert rates["generate"]["lora"] == rates["generate"]["train"] and set(rates["train_example_by_method"]) == {"lora"}

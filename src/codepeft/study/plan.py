@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from codepeft.study.evidence import WARN_POINTS, plan_resolution, point, resolution
-from codepeft.study.runs import RunSpec, read_run_state, short_dataset, short_model
+from codepeft.study.results import (
+    BASELINE_METHOD,
+    Study,
+    baseline_runs,
+    baseline_scores,
+    load_study_dir,
+    seed_mean_scores,
+)
+from codepeft.study.runs import STUDY_INDEX, RunSpec, read_run_state, short_dataset, short_model
 
 #: Estimated idle 2-core rates of smollm2-135m on CoNaLa (docs/study.md): seconds per generated test
 #: problem by method ("train" for any fine-tuned arm), per training example (forward and backward,
@@ -94,13 +102,15 @@ def data_plans(runs: list[RunSpec], data_dir: Path | None) -> dict[str, DataPlan
     return plans
 
 
-def measured_rates(study_dir: Path) -> dict[str, dict[str, Any]]:
-    """Rates by model from the finished runs already in ``study_dir`` (none when it holds no study)."""
-    from codepeft.study.results import load_study_dir
+def existing_study(study_dir: Path) -> Study | None:
+    """The study already in ``study_dir`` (None when it holds none yet)."""
+    return load_study_dir(study_dir) if (study_dir / STUDY_INDEX).exists() else None
 
-    if not (study_dir / "study.json").exists():
+
+def measured_rates(study: Study | None) -> dict[str, dict[str, Any]]:
+    """Rates by model from the finished runs of ``study`` (none when there is no study yet)."""
+    if study is None:
         return {}
-    study = load_study_dir(study_dir)
     by_model: dict[str, dict[str, list[float]]] = {}
     for row in study.rows:
         # a timing of 0 is a measurement (a fast fake or a rounded sub-millisecond stage), not a missing one
@@ -123,7 +133,7 @@ def measured_rates(study_dir: Path) -> dict[str, dict[str, Any]]:
         trained = {k.split(":", 1)[1]: v for k, v in medians.items() if k.startswith("train:")}
         out[model] = {"generate": generate, "train_example": trained.pop("train", 0.0),
                       "train_example_by_method": trained, "validate_example": 0.0, "load": 0.0,
-                      "source": f"measured in {study_dir}"}
+                      "source": f"measured in {study.directory}"}
     return out
 
 
@@ -155,7 +165,8 @@ def expected_seconds(spec: RunSpec, plan: DataPlan, rates: dict[str, Any] | None
 def describe(runs: list[RunSpec], study_dir: Path, data_dir: Path | None) -> list[str]:
     """The plan as printable lines (see the module docstring)."""
     plans = data_plans(runs, data_dir)
-    measured = measured_rates(study_dir)
+    existing = existing_study(study_dir)
+    measured = measured_rates(existing)
     models = list(dict.fromkeys(r.model for r in runs))
     arms = list(dict.fromkeys(r.arm for r in runs))
     seeds = sorted({r.seed for r in runs})
@@ -186,7 +197,7 @@ def describe(runs: list[RunSpec], study_dir: Path, data_dir: Path | None) -> lis
     lines.append(f"expected time left: ~{_minutes(total)} for {left} of {len(runs)} runs on 2 idle CPU cores, "
                  "train runs at all their planned steps"
                  + (f" (plus {len(unknown)} runs without a measured rate)" if unknown else ""))
-    lines += resolution_lines(runs, observed_spreads(study_dir))
+    lines += resolution_lines(runs, observed_spreads(existing))
     return lines
 
 
@@ -199,34 +210,25 @@ def run_state(run_dir: Path) -> str:
     return "done" if status == "done" else f"resumes: {status}"
 
 
-def observed_spreads(study_dir: Path) -> dict[tuple[str, str, str], tuple[float, int]]:
+def observed_spreads(study: Study | None) -> dict[tuple[str, str, str], tuple[float, int]]:
     """(model, data set, metric) -> (median sd of per-problem differences vs zero-shot, arms it is over),
-    from the finished runs in ``study_dir``; seeds of an arm are averaged per problem first."""
-    from codepeft.study.results import BASELINE_METHOD, load_study_dir
-
-    if not (study_dir / "study.json").exists():
+    paired as the report pairs them (``results.summarize``) but without its bootstrap."""
+    if study is None:
         return {}
-    study = load_study_dir(study_dir)
-    scores: dict[tuple[str, str, str, str], dict[str, list[float]]] = {}  # (model, data, arm, metric) -> id -> seeds
-    methods: dict[tuple[str, str, str], str] = {}
+    baselines = baseline_runs(study)
+    arms: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for row in study.rows:
-        if row["status"] != "done":
-            continue
-        methods[(row["model"], row["dataset"], row["arm"])] = row["method"]
-        for metric, by_problem in study.per_problem.get(row["run_id"], {}).items():
-            merged = scores.setdefault((row["model"], row["dataset"], row["arm"], metric), {})
-            for problem, value in by_problem.items():
-                merged.setdefault(problem, []).append(value)
+        if row["status"] == "done" and row["method"] != BASELINE_METHOD:
+            arms.setdefault((row["model"], row["dataset"], row["arm"]), []).append(row)
     sds: dict[tuple[str, str, str], list[float]] = {}
-    for (model, data, arm, metric), arm_scores in scores.items():
-        base = next((scores.get((model, data, a, metric)) for (m, d, a), method in methods.items()
-                     if (m, d) == (model, data) and method == BASELINE_METHOD), None)
-        if base is None or methods[(model, data, arm)] == BASELINE_METHOD:
-            continue
-        shared = [p for p in arm_scores if p in base]
-        if len(shared) > 1:
-            differences = [statistics.fmean(arm_scores[p]) - statistics.fmean(base[p]) for p in shared]
-            sds.setdefault((model, data, metric), []).append(statistics.stdev(differences))
+    for (model, dataset, _), runs in arms.items():
+        for metric in dict.fromkeys(m for r in runs for m in study.per_problem.get(r["run_id"], {})):
+            scores = seed_mean_scores(study, runs, metric)
+            base = baseline_scores(study, baselines, runs, metric)
+            shared = [p for p in scores if p in base]
+            if len(shared) > 1:
+                sds.setdefault((model, dataset, metric), []).append(
+                    statistics.stdev(scores[p] - base[p] for p in shared))
     return {key: (statistics.median(values), len(values)) for key, values in sds.items()}
 
 

@@ -257,10 +257,7 @@ def summarize(study: Study) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in study.rows:
         groups[(row["model"], row["dataset"], row["arm"])].append(row)
-    baselines = {
-        (row["model"], row["dataset"], row["seed"]): row["run_id"]
-        for row in study.rows if row["method"] == BASELINE_METHOD and row["status"] == "done"
-    }
+    baselines = baseline_runs(study)
     summary: list[dict[str, Any]] = []
     problems_of: dict[tuple[str, str, str], dict[str, dict[str, float]]] = {}
     for (model, dataset, arm), rows in groups.items():
@@ -275,7 +272,7 @@ def summarize(study: Study) -> list[dict[str, Any]]:
         metric_names = list(dict.fromkeys(m for r in done for m in r.get("_metrics", [])))
         for metric in metric_names:
             over_seeds = seed_interval([r[metric] for r in done if _is_number(r.get(metric))])
-            problems = _mean_over_seeds([study.per_problem.get(r["run_id"], {}).get(metric, {}) for r in done])
+            problems = seed_mean_scores(study, done, metric)
             result: dict[str, Any] = {"mean": over_seeds.mean, "seed_ci": [over_seeds.low, over_seeds.high],
                                       "seeds": over_seeds.n}
             if problems:
@@ -286,10 +283,7 @@ def summarize(study: Study) -> list[dict[str, Any]]:
                 result["bootstrap_ci"] = [boot.low, boot.high]
                 result["problems"] = boot.n
                 if rows[0]["method"] != BASELINE_METHOD:
-                    base_scores = _mean_over_seeds([
-                        study.per_problem.get(baselines.get((model, dataset, r["seed"]), ""), {}).get(metric, {})
-                        for r in done
-                    ])
+                    base_scores = baseline_scores(study, baselines, done, metric)
                     shared = [i for i in problems if i in base_scores]
                     if shared:
                         test = paired_test([problems[i] for i in shared], [base_scores[i] for i in shared])
@@ -305,6 +299,26 @@ def summarize(study: Study) -> list[dict[str, Any]]:
         summary.append(entry)
     add_comparisons(summary, problems_of, BASELINE_METHOD, (study.index.get("config") or {}).get("comparisons") or [])
     return summary
+
+
+def baseline_runs(study: Study) -> dict[tuple[str, str, int], str]:
+    """(model, data set, seed) -> run id of the finished zero-shot run each arm is paired with."""
+    return {(row["model"], row["dataset"], row["seed"]): row["run_id"]
+            for row in study.rows if row["method"] == BASELINE_METHOD and row["status"] == "done"}
+
+
+def seed_mean_scores(study: Study, runs: list[dict[str, Any]], metric: str) -> dict[str, float]:
+    """Per-problem ``metric`` of ``runs`` (the seeds of one arm) averaged over seeds."""
+    return _mean_over_seeds([study.per_problem.get(r["run_id"], {}).get(metric, {}) for r in runs])
+
+
+def baseline_scores(study: Study, baselines: dict[tuple[str, str, int], str], runs: list[dict[str, Any]],
+                    metric: str) -> dict[str, float]:
+    """Per-problem ``metric`` of the zero-shot runs paired with ``runs`` (same model, data set, seed)."""
+    return _mean_over_seeds([
+        study.per_problem.get(baselines.get((r["model"], r["dataset"], r["seed"]), ""), {}).get(metric, {})
+        for r in runs
+    ])
 
 
 def _mean_over_seeds(runs: list[dict[str, float]]) -> dict[str, float]:
