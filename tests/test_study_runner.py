@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from codepeft.cli import main
-from codepeft.rundir import GENERATIONS, append_generations, read_generations, write_json
+from codepeft.rundir import GENERATIONS, append_generations, read_generations, write_json, write_jsonl
 
 ROWS = [("train" if i < 12 else "validation" if i < 16 else "test", i) for i in range(22)]
 
@@ -67,7 +67,9 @@ class FakeEngines:
             '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 2, "val_loss": 1.7, "best": true}\n')
 
     def generate(self, spec, run_dir, adapter, data_dir):
-        """Append the records not saved yet (as the real one resumes); ``kill_after`` stops early."""
+        """Append the records not saved yet (as the real one resumes) in another order than the data set's
+        (the real one batches longest prompt first), then put the file in data-set order; ``kill_after``
+        stops early."""
         self._maybe_fail("generate", spec.arm)
         run_dir.mkdir(parents=True, exist_ok=True)
         task = spec.dataset.task
@@ -82,13 +84,16 @@ class FakeEngines:
                             "reference": example.reference, "tests": example.tests,
                             "prompt_tokens": 10 + 40 * (spec.arm == "icl"), "demonstrations": [],
                             "new_tokens": [5], "seconds": 0.01})
-        records = [r for r in records if r["id"] not in saved]
+        in_query_order = [r["id"] for r in records]
+        records = [r for r in reversed(records) if r["id"] not in saved]
         kill = self.kill_after.pop(spec.arm, None)
         if kill is not None:
             count, seconds = kill
             append_generations(run_dir, [{**r, "seconds": seconds} for r in records[:count]])
             raise KeyboardInterrupt
         append_generations(run_dir, records)
+        finished = {r["id"]: r for r in read_generations(run_dir).records}
+        write_jsonl(run_dir / GENERATIONS, [finished[i] for i in in_query_order])
         return run_dir
 
 
@@ -218,10 +223,11 @@ def test_killed_attempts_add_nothing_when_generation_started_over():
     from codepeft.study.runner import count_killed_attempts
 
     timings = {"generation_seconds": 5.0}
-    count_killed_attempts(timings, [("a", 3.0)], [("b", 1.0), ("a", 3.0)])  # the file was rewritten
+    count_killed_attempts(timings, [("a", 3.0)], [("b", 1.0), ("a", 2.0)])  # generated again: another time
+    count_killed_attempts(timings, [("a", 3.0)], [("b", 1.0)])  # the saved record is gone
     count_killed_attempts(timings, [], [("a", 1.0)])  # nothing was saved before
     assert timings == {"generation_seconds": 5.0}
-    count_killed_attempts(timings, [("a", 3.0)], [("a", 3.0), ("b", 1.0)])
+    count_killed_attempts(timings, [("a", 3.0)], [("b", 1.0), ("a", 3.0)])  # kept, the file put in query order
     assert timings == {"generation_seconds": 8.0, "generation_resumed_seconds": 3.0}
 
 

@@ -390,9 +390,11 @@ def count_killed_attempts(timings: dict[str, float], earlier: list[tuple[str, fl
     """Add the generation time of the records earlier, killed attempts saved to ``timings``.
 
     A killed attempt never reaches ``_stage``'s bookkeeping, so without this a resumed run would
-    report only its last attempt's time. Nothing is added when generation started over (the saved
-    records are no longer the start of the final file)."""
-    if not earlier or final[: len(earlier)] != earlier:
+    report only its last attempt's time. The finished file is in data-set order, not the order the
+    records were saved in, so records are matched by id. Nothing is added when generation started
+    over (a saved record is missing from the final file or carries another time)."""
+    kept = dict(final)
+    if not earlier or any(kept.get(i) != seconds for i, seconds in earlier):
         return
     seconds = sum(s for _, s in earlier)
     for key in ("generation_seconds", "generation_resumed_seconds"):
