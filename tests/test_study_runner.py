@@ -246,6 +246,30 @@ def test_cpu_time_counts_finished_child_processes():
     assert time.process_time() - own_before < 0.4  # this process alone did not do that work
 
 
+def test_peak_memory_counts_a_stage_s_child_processes(toy, fakes, capsys, monkeypatch):
+    """vLLM generates in a worker process: its memory is the stage's too, beside the study process's own."""
+    import subprocess
+    import sys
+
+    from codepeft.study import engines
+
+    study_file, out = toy
+    real_generate = fakes.generate
+
+    def generate_in_a_child(spec, run_dir, adapter, data_dir):
+        if spec.arm == "icl":  # holds 300 MiB for a second, as a worker would
+            subprocess.run([sys.executable, "-c", "import time\nblock = bytearray(300 * 2**20)\ntime.sleep(1)"],
+                           check=True)
+        return real_generate(spec, run_dir, adapter, data_dir)
+
+    monkeypatch.setattr(engines, "generate_arm", generate_in_a_child)
+    assert run_cli(["study", str(study_file), "--out", str(out)], capsys)[0] == 0
+    rows = {r["arm"]: r for r in read_rows(out)}
+    own, with_children = float(rows["icl"]["peak_memory_mb"]), float(rows["icl"]["peak_memory_with_children_mb"])
+    assert with_children >= own + 250
+    assert float(rows["zero-shot"]["peak_memory_with_children_mb"]) < own + 150  # no child: about its own peak
+
+
 def test_failed_run_is_reported_and_the_study_goes_on(toy, fakes, capsys):
     study_file, out = toy
     fakes.fail[("generate", "icl")] = RuntimeError("boom in the decoder")

@@ -31,6 +31,7 @@ COST_COLUMNS = (
     "trainable_params", "total_params", "trainable_pct", "peak_memory_mb", "train_seconds", "generation_seconds",
     "total_seconds", "prompt_tokens_mean",
 )
+STAGES = ("train", "generation", "scoring")
 ID_COLUMNS = ("model", "dataset", "arm", "method", "kind", "seed", "status", "n")
 
 
@@ -126,6 +127,8 @@ def _costs(run_dir: Path, state: dict[str, Any], kind: str | None) -> dict[str, 
     gpu_peaks = [memory.get("generation_gpu_bytes"), memory.get("train_gpu_bytes"),
                  costs.get("peak_gpu_allocated_bytes")]
     peak = max((p for p in peaks if p), default=None)
+    # with child processes (vLLM's worker, sandboxed programs); runs from before 2026-12-03 lack it
+    with_children = max((memory.get(f"{stage}_with_children_rss_bytes") or 0 for stage in STAGES), default=0)
     gpu_peak = max((p for p in gpu_peaks if p), default=None)
     prompt_tokens = _prompt_tokens(run_dir)
     return {
@@ -134,6 +137,7 @@ def _costs(run_dir: Path, state: dict[str, Any], kind: str | None) -> dict[str, 
         "trainable_pct": round(100.0 * trainable / total, 4) if trainable is not None and total else None,
         "peak_memory_mb": round(peak / 2**20, 1) if peak else None,
         "peak_gpu_memory_mb": round(gpu_peak / 2**20, 1) if gpu_peak else None,
+        "peak_memory_with_children_mb": round(max(with_children, peak or 0) / 2**20, 1) if with_children else None,
         "train_seconds": round(train_seconds, 2) if train_seconds is not None else None,
         "generation_seconds": round(generation_seconds, 2) if generation_seconds is not None else None,
         "total_seconds": (round((train_seconds or 0) + generation_seconds, 2)
@@ -345,6 +349,7 @@ def write_results(study: Study) -> tuple[Path, Path, list[dict[str, Any]]]:
     summary = leaderboard(summarize(study))
     metric_columns = study.metric_columns
     columns = ["run_id", *ID_COLUMNS, *metric_columns, *COST_COLUMNS, "cpu_seconds", "peak_gpu_memory_mb",
+               "peak_memory_with_children_mb",
                "train_steps", "train_tokens", "converged", "error", "run_dir"]
     csv_path = study.directory / "results.csv"
     with replacing(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:

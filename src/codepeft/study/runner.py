@@ -15,6 +15,7 @@ Ray) runs them elsewhere, each through the same ``run_one``, and yields each out
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
@@ -95,11 +96,17 @@ def is_disk_full(err: BaseException) -> bool:
 
 
 class PeakMemory:
-    """Peak resident memory of this process while a stage runs (sampled), plus the CUDA allocator's peak."""
+    """Peak resident memory of this process while a stage runs (sampled), plus the CUDA allocator's peak.
+
+    ``peak_tree_rss`` is the sampled peak of this process and its child processes together (vLLM's
+    worker, sandboxed programs): the memory the stage needed on the machine, which ``peak_rss`` alone
+    leaves out when the work runs in a child. RSS is summed over processes, so pages they share count
+    more than once (an upper bound)."""
 
     def __init__(self, interval: float = 0.1) -> None:
         self.interval = interval
         self.peak_rss = 0
+        self.peak_tree_rss = 0
         self.peak_gpu: int | None = None
         self._exact = False
         self._stop = threading.Event()
@@ -110,7 +117,9 @@ class PeakMemory:
 
         process = psutil.Process()
         while True:
-            self.peak_rss = max(self.peak_rss, process.memory_info().rss)
+            own = process.memory_info().rss
+            self.peak_rss = max(self.peak_rss, own)
+            self.peak_tree_rss = max(self.peak_tree_rss, own + _children_rss(process))
             if self._stop.wait(self.interval):
                 break
 
@@ -137,6 +146,17 @@ class PeakMemory:
                 self.peak_gpu = int(torch.cuda.max_memory_allocated())
         except ImportError:
             pass
+
+
+def _children_rss(process: Any) -> int:
+    """Resident memory of ``process``'s descendants now (those that exit while being read count 0)."""
+    import psutil
+
+    total = 0
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += child.memory_info().rss
+    return total
 
 
 def now() -> str:
@@ -325,6 +345,8 @@ class StudyRunner:
             state["cpu_counts_children"] = True  # older runs counted the study process alone
             peak = max(memory.peak_rss, state["peak_memory"].get(f"{name}_rss_bytes", 0))
             state["peak_memory"][f"{name}_rss_bytes"] = peak
+            tree = max(memory.peak_tree_rss, peak, state["peak_memory"].get(f"{name}_with_children_rss_bytes", 0))
+            state["peak_memory"][f"{name}_with_children_rss_bytes"] = tree
             if memory.peak_gpu is not None:
                 state["peak_memory"][f"{name}_gpu_bytes"] = memory.peak_gpu
         write_run_state(run_dir, state)
