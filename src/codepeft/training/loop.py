@@ -279,7 +279,9 @@ class _Recipe:
         self.compute = precision(settings, method, self.job.params, self.loaded)
         apply_speedups(model, settings, self.batching, self.compute, undo)
         if settings.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            # transformers 5 renamed it (the old name warns and goes in v6); older models have only the old one
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable()
             if hasattr(model, "enable_input_require_grads"):
                 model.enable_input_require_grads()
         trainable, total = count_parameters(model)
