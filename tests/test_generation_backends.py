@@ -59,6 +59,8 @@ class LLM:
     def __init__(self, **kwargs):
         if os.environ.get("FAKE_VLLM_FAIL"):
             raise RuntimeError("ValueError: fake engine refused to start")
+        if not os.path.isdir(kwargs["model"]):  # as vLLM: not a directory here is a hub id, refused offline
+            raise OSError(f"Repo id must be in the form 'repo_name' or 'namespace/repo_name': {kwargs['model']!r}")
         _log({"engine": kwargs, "kv": os.environ.get("VLLM_CPU_KVCACHE_SPACE")})
         if os.environ.get("FAKE_VLLM_CHILD"):  # like vLLM's engine core: a process of its own
             import subprocess
@@ -267,6 +269,23 @@ def test_lora_adapter_is_merged_once_into_a_cached_checkpoint(fake_vllm, tiny_ca
         if name in saved:
             assert torch.equal(saved[name], tensor), name
     assert [e["engine"]["model"] for e in _log(fake_vllm) if "engine" in e] == [str(merged_dir)] * 2
+
+
+def test_a_fully_fine_tuned_model_given_by_a_relative_path_loads_on_vllm(fake_vllm, tiny_causal_dir, data_dir,
+                                                                          memo, tmp_path, monkeypatch):
+    """The worker runs in a directory of its own, so the model directory it is given must be absolute
+    (a study passes its runs' relative paths: CoNaLa's full fine-tuning failed on that)."""
+    from codepeft.training import TrainSettings, train
+
+    monkeypatch.chdir(tmp_path)
+    train(str(tiny_causal_dir), f"jsonl:{memo}", "full", None, Path("train"),
+          TrainSettings(max_steps=1, batch_size=4, eval_every=1, dtype="float32", val_limit=None))
+    run = evaluate(str(tiny_causal_dir), "conala", run_dir=Path("run"), limit=2, data_dir=data_dir,
+                   settings=GenerationSettings(max_new_tokens=4, backend="vllm"), adapter="train/adapter")
+    config = json.loads((run / "config.json").read_text())
+    assert config["backend"]["name"] == "vllm" and config["backend"]["model_dir"] == str(tmp_path / "train/adapter")
+    assert len(read_generations(run).records) == 2
+    assert [e["engine"]["model"] for e in _log(fake_vllm) if "engine" in e] == [str(tmp_path / "train/adapter")]
 
 
 def test_study_key_generation_backend(monkeypatch):

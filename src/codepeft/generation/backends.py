@@ -92,7 +92,8 @@ def vllm_installed() -> tuple[str, str] | None:
 
 
 def vllm_model_dir(identity: dict[str, Any]) -> tuple[str | None, str]:
-    """The directory vLLM would load for a model with this identity, or None and why not."""
+    """The directory vLLM would load for a model with this identity (absolute: the worker runs in a
+    directory of its own), or None and why not."""
     method = identity.get("adapter_method")
     if identity.get("kind", "causal") != "causal":
         return None, "vLLM runs decoder-only models here; encoder-decoder models use transformers"
@@ -107,14 +108,18 @@ def vllm_model_dir(identity: dict[str, Any]) -> tuple[str | None, str]:
         return base, f"{method} adapter: its virtual tokens are fed to vLLM as prompt embeddings on the base model"
     if identity.get("adapter"):
         if method == "full":
-            return str(identity["adapter"]), "fully fine-tuned model directory"
+            return _absolute(identity["adapter"]), "fully fine-tuned model directory"
         if identity.get("vllm_model_dir"):
-            return str(identity["vllm_model_dir"]), f"{method} adapter merged into the weights"
+            return _absolute(identity["vllm_model_dir"]), f"{method} adapter merged into the weights"
         return None, f"the {method} adapter is attached in memory, not merged into a checkpoint vLLM can load"
     path = identity.get("path")
     if not path or not (Path(path) / "config.json").is_file():
         return None, "the model has no directory on disk for vLLM to load"
-    return str(path), "base model"
+    return _absolute(path), "base model"
+
+
+def _absolute(path: str | Path) -> str:
+    return str(Path(path).expanduser().absolute())
 
 
 def choose_backend(requested: str, identity: dict[str, Any],
