@@ -101,3 +101,27 @@ def test_each_comparison_states_the_difference_it_could_resolve():
     mdes = [t["mde"] for t in (metrics_of(summary, a)["vs_zero_shot"] for a in ("lora", "ia3", "icl", "rag"))]
     mdes += [t["mde"] for t in metrics_of(summary, "lora")["vs_arms"].values()] + [icl_rag["mde"]]
     assert f"from its own spread, {min(mdes):.1f} to {max(mdes):.1f})" in text
+
+
+def test_resolved_comparisons_no_larger_than_a_seed_spread_are_named():
+    """A seed spread measured on a train arm flags resolved differences involving a train arm that are no
+    larger; comparisons between prompt arms are not flagged by it."""
+    from codepeft.report.content import build_panels
+    from codepeft.report.findings import panel_findings
+
+    summary, problems = summary_and_problems()
+    for entry in summary:
+        entry.update(costs={}, done=1, seeds=1, failed=0)
+    lora = metrics_of(summary, "lora")
+    lora["seed_spread"] = {**paired_test([100.0] * 45 + [0.0] * 15, [0.0] * 60).to_dict(), "seeds": [1, 0]}
+    problems[("m", "d", "icl")]["pass@1"] = scores("ia3")  # icl now as far above zero-shot as ia3
+    icl = metrics_of(summary, "icl")
+    icl.update(mean=40.0, vs_zero_shot=paired_test(list(scores("ia3").values()),
+                                                    list(scores("zero-shot").values())).to_dict())
+    add_comparisons(summary, problems, "zero-shot")
+    text = panel_findings(build_panels(summary)[0])
+    assert "The seed alone moved lora by +75.0 [" in text and "(seed 1 over seed 0, p=" in text
+    within = text.split("Resolved, but within that: ")[1]
+    assert "lora vs zero-shot (+40.0)" in within and "ia3 vs zero-shot (+30.0)" in within
+    assert metrics_of(summary, "icl")["vs_zero_shot"]["p_holm"] < 0.05
+    assert "icl vs zero-shot" not in within  # two prompt arms: a train arm's seed says nothing about them

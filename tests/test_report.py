@@ -14,7 +14,7 @@ from codepeft.study.config import load_study
 from codepeft.study.runner import StudyRunner
 
 
-def build_fake_study(directory: Path, model: Path, seeds: str = "[0, 1]") -> Path:
+def build_fake_study(directory: Path, model: Path, seeds: str = "[0, 1]", lora_misses: dict | None = None) -> Path:
     """A finished two-seed study written by the real runner with fake engines (see test_study_runner)."""
     from codepeft.study import engines
     from test_study_runner import FakeEngines, write_dataset, write_study
@@ -23,6 +23,7 @@ def build_fake_study(directory: Path, model: Path, seeds: str = "[0, 1]") -> Pat
     study_file = write_study(directory, model, data, f"seeds: {seeds}\nreport_examples: 2\n")
     fake = FakeEngines()
     fake.fail[("generate", "icl")] = RuntimeError("decoder exploded")
+    fake.lora_misses = lora_misses or {}
     out = directory / "out"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(engines, "train_arm", fake.train)
@@ -62,6 +63,22 @@ def test_seed_interval_and_paired_test_in_results(reports):
     lora = next(s for s in summary if s["arm"] == "lora")["metrics"]["em@1"]
     assert lora["vs_zero_shot"]["difference"] == 50.0 and lora["vs_zero_shot"]["wins"] == 2
     assert 0 < lora["vs_zero_shot"]["p_value"] <= 1
+
+
+def test_how_far_the_seed_alone_moves_an_arm_is_measured_and_stated(tmp_path, tiny_causal_dir):
+    """LoRA's seed 1 misses 2 of the 4 test problems its seed 0 solves: the report measures that spread
+    per problem and says that single-seed differences below it may be the seed's."""
+    reports = build_reports(build_fake_study(tmp_path, tiny_causal_dir, lora_misses={1: 2}))
+    summary = json.loads(reports.json.read_text())["summary"]
+    lora = next(s for s in summary if s["arm"] == "lora")["metrics"]["em@1"]
+    spread = lora["seed_spread"]
+    assert spread["seeds"] == [0, 1] and spread["difference"] == 50.0 and spread["wins"] == 2
+    assert spread["losses"] == 0 and 0 < spread["p_value"] <= 1
+    zero = next(s for s in summary if s["arm"] == "zero-shot")["metrics"]["em@1"]
+    assert zero["seed_spread"]["difference"] == 0.0  # the same answers on both seeds
+    text = reports.markdown.read_text()
+    assert "The seed alone moved lora by +50.0 [" in text and "(seed 0 over seed 1, p=" in text
+    assert "a difference under 50.0 points involving a train arm may be the seed's" in text
 
 
 def test_html_is_self_contained_with_table_plots_and_examples(reports):

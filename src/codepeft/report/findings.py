@@ -4,7 +4,8 @@ Per (data set, model): which arm is best on the primary metric and by how much a
 (the per-problem difference with its 95% interval and Holm-adjusted p), at what cost; whether the
 best beats the runner-up and every other arm; the planned comparisons; which arms do not differ from
 zero-shot; the smallest difference the study can resolve at its size (with a warning above 5
-points); and the train arms that had not converged. Every number comes from ``results.json``'s summary.
+points); how far the seed alone moved an arm run on several seeds, and which resolved comparisons are no
+larger than that; and the train arms that had not converged. Every number comes from ``results.json``'s summary.
 """
 
 from __future__ import annotations
@@ -60,6 +61,38 @@ def _mde_range(panel: Panel) -> tuple[float, float] | None:
     return (min(found), max(found)) if found else None
 
 
+def _seed_spread_findings(panel: Panel, digits: int) -> str | None:
+    """How far the seed alone moved an arm, and the resolved comparisons no larger than that.
+
+    A single-seed arm's interval covers the sampling of test problems, not its training seed; where
+    another arm of the same kind has seeds, its widest seed-to-seed difference is the study's measure
+    of that missing term, and a "resolved" difference below it may be the seed's, not the method's.
+    """
+    metric = panel.primary
+    spreads = [(e, e["metrics"][metric]["seed_spread"]) for e in panel.entries
+               if (e["metrics"].get(metric) or {}).get("seed_spread")]
+    if not spreads:
+        return None
+    widest_entry, widest = max(spreads, key=lambda item: abs(item[1]["difference"]))
+    size = abs(widest["difference"])
+    unit = "" if metric.startswith("codebleu") else " points"
+    high_seed, low_seed = widest["seeds"]
+    text = (f"The seed alone moved {widest_entry['arm']} by {difference_text(widest, digits)}{unit} on {metric} "
+            f"(seed {high_seed} over seed {low_seed}, p={widest['p_value']:.2g} unadjusted); arms run on one seed "
+            f"have no seed term in their intervals, so a difference under {number(size, digits)}{unit} involving a "
+            f"{widest_entry['kind']} arm may be the seed's, not the method's.")
+    kinds = {e["arm"]: e["kind"] for e in panel.entries}
+    tests = [(e["arm"], (e["metrics"].get(metric) or {}).get("vs_zero_shot")) for e in panel.entries]
+    tests += between_arms(panel)
+    within = [f"{arm} vs {test.get('arm') or BASELINE_METHOD} ({test['difference']:+.{digits}f})"
+              for arm, test in tests
+              if test and _significant(test) and abs(test["difference"]) <= size
+              and widest_entry["kind"] in (kinds.get(arm), kinds.get(test.get("arm") or BASELINE_METHOD))]
+    if within:
+        text += f" Resolved, but within that: {'; '.join(within)}."
+    return text
+
+
 def panel_findings(panel: Panel) -> str:
     metric, digits = panel.primary, digits_for(panel.primary)
     ranked = [e for e in panel.entries if isinstance(e["metrics"].get(metric, {}).get("mean"), int | float)]
@@ -106,6 +139,9 @@ def panel_findings(panel: Panel) -> str:
         if not resolution.get("resolves_5_points"):
             parts.append(f"**Warning: this study cannot resolve differences smaller than {WARN_POINTS:g} points; "
                          "run more test problems (docs/study.md).**")
+    seed_note = _seed_spread_findings(panel, digits)
+    if seed_note:
+        parts.append(seed_note)
     unconverged = [e["arm"] for e in panel.entries if e["kind"] == "train" and e.get("converged") is False]
     if unconverged:
         parts.append(f"Not converged (validation loss still falling at the end of the budget): "

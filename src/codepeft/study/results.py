@@ -286,6 +286,9 @@ def summarize(study: Study) -> list[dict[str, Any]]:
                 result["problem_mean"] = boot.mean
                 result["bootstrap_ci"] = [boot.low, boot.high]
                 result["problems"] = boot.n
+                spread = seed_spread(study, done, metric)
+                if spread:
+                    result["seed_spread"] = spread
                 if rows[0]["method"] != BASELINE_METHOD:
                     base_scores = baseline_scores(study, baselines, done, metric)
                     shared = [i for i in problems if i in base_scores]
@@ -303,6 +306,23 @@ def summarize(study: Study) -> list[dict[str, Any]]:
         summary.append(entry)
     add_comparisons(summary, problems_of, BASELINE_METHOD, (study.index.get("config") or {}).get("comparisons") or [])
     return summary
+
+
+def seed_spread(study: Study, runs: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    """The arm's best seed against its worst, paired per problem: how far the seed alone moves the metric.
+
+    Intervals and tests of arms run on one seed cover the sampling of test problems only; this is the
+    part they leave out (training data order and initialization), measured where an arm has seeds.
+    """
+    scored = [(r["seed"], study.per_problem.get(r["run_id"], {}).get(metric, {})) for r in runs]
+    scored = [(seed, scores) for seed, scores in scored if scores]
+    if len(scored) < 2:
+        return None
+    by_mean = sorted(scored, key=lambda item: sum(item[1].values()) / len(item[1]))
+    (low_seed, low), (high_seed, high) = by_mean[0], by_mean[-1]
+    shared = [i for i in high if i in low]
+    test = paired_test([high[i] for i in shared], [low[i] for i in shared])
+    return {**test.to_dict(), "seeds": [high_seed, low_seed]}
 
 
 def baseline_runs(study: Study) -> dict[tuple[str, str, int], str]:
